@@ -1,0 +1,81 @@
+// vdengine kernel launchers: the contract between the bindings and the kernels.
+//
+// Raw pointers and sizes only (no libtorch). The Python wrappers in vdengine/ops/ validate every
+// argument before calling, so launchers may assume valid shapes; they still check what would
+// otherwise be undefined behaviour and throw std::invalid_argument.
+//
+// Layouts (all row-major, contiguous unless a stride is given):
+//   posgn:               x, y [N, C, HW]; scale, shift [M, C, HW] (row n uses n % M);
+//                        weight, bias [C] or nullptr.
+//   temporal_attention:  q, k, v: element (row r, pixel s, channel c) at r*row_stride + s*pix_stride + c,
+//                        rows r = b*F + f, C = H*D channels; out contiguous [B*F, S, C];
+//                        bias [F, F] float32 or nullptr.
+//   ddim / dpmpp:        x, noise, x0 [N, D]; model_out [N, D] or [2N, D] (uncond rows first)
+//                        when has_guidance; abar_* float32 of length N (coef_stride 1) or 1 (0).
+#pragma once
+
+#include <cstdint>
+
+namespace vde {
+
+enum class DType : int { f32 = 0, f16 = 1, bf16 = 2 };
+enum class Prediction : int { epsilon = 0, v = 1, sample = 2 };
+
+struct PosGNArgs {
+  const void* x;
+  const void* scale;
+  const void* shift;
+  const void* weight;  // nullable
+  const void* bias;    // nullable
+  void* y;
+  int64_t N, C, HW, M, G;
+  float eps;
+  bool silu;
+};
+
+struct AttentionArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  const float* bias;  // nullable, [F, F]
+  void* out;
+  int64_t B, F, S, H, D;
+  int64_t q_row_stride, q_pix_stride;
+  int64_t k_row_stride, k_pix_stride;
+  int64_t v_row_stride, v_pix_stride;
+  float scale;
+};
+
+struct StepArgs {
+  const void* x;
+  const void* model_out;
+  const void* noise;      // ddim only, nullable (required when eta > 0)
+  const void* x0_prev;    // dpmpp only, nullable (first-order step)
+  const float* abar_t;
+  const float* abar_next;  // ᾱ_prev for DDIM (the timestep stepped to)
+  const float* abar_prev;  // dpmpp only: ᾱ where x0_prev was predicted; nullable
+  int64_t coef_stride;     // 1: one coefficient per row; 0: one for all rows
+  void* x_out;
+  void* x0_out;            // nullable for ddim, required for dpmpp
+  int64_t N, D;
+  float eta;
+  Prediction prediction;
+  bool has_guidance;
+  float guidance_scale;
+  bool has_clip;
+  float clip_sample;
+};
+
+// CPU kernels: float32 only.
+void posgn_cpu(const PosGNArgs& a);
+void temporal_attention_cpu(const AttentionArgs& a);
+void ddim_step_cpu(const StepArgs& a);
+void dpmpp_2m_step_cpu(const StepArgs& a);
+
+// CUDA kernels: float32, float16, bfloat16 (fp32 accumulation). `stream` is a cudaStream_t.
+void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream);
+void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream);
+void ddim_step_cuda(DType dtype, const StepArgs& a, void* stream);
+void dpmpp_2m_step_cuda(DType dtype, const StepArgs& a, void* stream);
+
+}  // namespace vde
