@@ -34,7 +34,10 @@ def posgn(
     cd = _compute_dtype(x)
     w = None if weight is None else weight.to(cd)
     b = None if bias is None else bias.to(cd)
-    y = F.group_norm(x.to(cd), num_groups, w, b, eps)
+    # torch.group_norm, not F.group_norm: the latter refuses inputs with N·H·W == 1 (a batch-norm
+    # check, "Expected more than 1 value per channel when training") though GN over C/G channels
+    # is well defined there. Same math and autograd.
+    y = torch.group_norm(x.to(cd), num_groups, w, b, eps)
     reps = n // m
     # Row i uses table row i % M: tiling (repeat), not repeat_interleave.
     sc = scale.to(cd).repeat(reps, 1, 1, 1)
