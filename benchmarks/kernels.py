@@ -1,0 +1,416 @@
+"""Per-op benchmark: each fused vdengine op against the PyTorch composition it replaces.
+
+    python benchmarks/kernels.py                                 # CPU, float32, video shapes
+    python benchmarks/kernels.py --quick                         # smaller shapes, fewer repeats
+    python benchmarks/kernels.py --device cuda --dtype bfloat16 --json benchmarks/results/kernels-cuda.json
+
+For every case both implementations get the same inputs and run side by side in one process,
+alternating (ours, torch, ours, torch, ...) after a warmup so that drift on a shared machine hits
+both alike; each reported time is the median of the repeats. The PyTorch compositions:
+
+  posgn               F.group_norm → ·(1 + scale) + shift → SiLU, the [M, ...] tables repeated
+                      over the batch (what a model without the op does)
+  temporal_attention  permute q, k, v to [B·S, H, F, D] → F.scaled_dot_product_attention →
+                      permute back to [B·F, S, C]
+  ddim_step           the elementwise chain: guidance combine, x0, direction, noise term
+  dpmpp_2m_step       the elementwise chain: guidance combine, x0, 2M correction, update
+
+The "floor" of a case is its minimal bytes (every input read once, every output written once)
+over the copy bandwidth measured at the start of the same run (a large tensor copy:
+read + write bytes / time); "%floor" = floor / ours: how close the op gets to moving its bytes
+at copy speed. Prints a markdown table; --json PATH writes the results with the device, torch
+version, CPU count, thread count, build info and git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+try:
+    import vdengine
+except ImportError:  # run from a checkout without `pip install`: use the dev build in the tree
+    sys.path.insert(0, str(REPO))
+    import vdengine
+from vdengine import ops
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# ---- timing -----------------------------------------------------------------------------------------
+
+
+class Timer:
+    """Milliseconds per call of fn: CUDA events on a GPU, perf_counter on the CPU. Each sample
+    runs fn `inner` times, inner chosen once so that a sample lasts at least min_sample_ms."""
+
+    def __init__(self, device: torch.device, min_sample_ms: float):
+        self.device = device
+        self.min_sample_ms = min_sample_ms
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def sample(self, fn: Callable[[], object], inner: int) -> float:
+        if self.device.type == "cuda":
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / inner
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / inner
+
+    def calibrate(self, fn: Callable[[], object]) -> int:
+        self.sync()
+        once = self.sample(fn, 1)
+        return max(1, math.ceil(self.min_sample_ms / max(once, 1e-4)))
+
+    def compare(self, fns: dict[str, Callable[[], object]], warmup: int, repeats: int
+                ) -> dict[str, float]:
+        """Median ms per call of each fn, sampled interleaved."""
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        inner = {k: self.calibrate(fn) for k, fn in fns.items()}
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                self.sync()
+                times[k].append(self.sample(fn, inner[k]))
+        self.last_min = {k: min(v) for k, v in times.items()}
+        return {k: statistics.median(v) for k, v in times.items()}
+
+
+def copy_bandwidth(device: torch.device, dtype: torch.dtype, nbytes: int, timer: Timer,
+                   repeats: int) -> float:
+    """GB/s of dst.copy_(src) for a large tensor: (read + write) bytes / median time."""
+    n = nbytes // torch.finfo(dtype).bits * 8
+    src = torch.randn(n, device=device).to(dtype)
+    dst = torch.empty_like(src)
+    ms = timer.compare({"copy": lambda: dst.copy_(src)}, warmup=2, repeats=repeats)["copy"]
+    return 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9
+
+
+# ---- cases ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    op: str
+    shape: str
+    ours: Callable[[], object]
+    torch: Callable[[], object]
+    min_bytes: int
+    outputs: Callable[[], tuple[torch.Tensor, torch.Tensor]] = field(repr=False, default=None)
+
+
+def _rand(gen: torch.Generator, shape, device, dtype, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(shape, generator=gen, device=device) * scale).to(dtype)
+
+
+def posgn_case(b, f, c, h, w, groups, per_video, device, dtype, gen) -> Case:
+    n = b * f
+    m = n if per_video else f  # tables per frame shared by the videos, or one per (video, frame)
+    x = _rand(gen, (n, c, h, w), device, dtype)
+    scale = _rand(gen, (m, c, h, w), device, dtype, 0.3)
+    shift = _rand(gen, (m, c, h, w), device, dtype, 0.3)
+    weight = 1 + _rand(gen, (c,), device, dtype, 0.1)
+    bias = _rand(gen, (c,), device, dtype, 0.1)
+
+    def ours():
+        return ops.posgn(x, scale, shift, groups, weight, bias, silu=True)
+
+    def composed():
+        y = F.group_norm(x, groups, weight, bias, 1e-5)
+        reps = n // m
+        y = y * (1 + scale.repeat(reps, 1, 1, 1)) + shift.repeat(reps, 1, 1, 1)
+        return F.silu(y)
+
+    e = x.element_size()
+    return Case("posgn", f"N={n} M={m} C={c} {h}x{w} G={groups}", ours, composed,
+                min_bytes=e * (2 * n * c * h * w + 2 * m * c * h * w + 2 * c),
+                outputs=lambda: (ours(), composed()))
+
+
+def attention_case(b, f, s, heads, d, causal, device, dtype, gen) -> Case:
+    c = heads * d
+    qkv = _rand(gen, (b * f, s, 3 * c), device, dtype)
+    q, k, v = qkv.chunk(3, dim=-1)  # strided views, as a fused qkv projection produces them
+    bias = None
+    if causal:
+        bias = torch.full((f, f), float("-inf"), device=device).triu(1)
+    mask = None if bias is None else bias.to(dtype)
+
+    def ours():
+        return ops.temporal_attention(q, k, v, f, heads, bias=bias)
+
+    def composed():
+        def split(t):  # [B·F, S, C] -> [B·S, H, F, D]
+            return t.reshape(b, f, s, heads, d).permute(0, 2, 3, 1, 4).reshape(b * s, heads, f, d)
+
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+        return o.reshape(b, s, heads, f, d).permute(0, 3, 1, 2, 4).reshape(b * f, s, c)
+
+    e = qkv.element_size()
+    label = f"B={b} F={f} S={s} H={heads} D={d}" + (" causal" if causal else "")
+    return Case("temporal_attention", label, ours, composed,
+                min_bytes=4 * b * f * s * c * e + (0 if bias is None else 4 * f * f),
+                outputs=lambda: (ours(), composed()))
+
+
+def _guided(out, n, g):
+    if g is None:
+        return out
+    uncond, cond = out[:n], out[n:]
+    return uncond + g * (cond - uncond)
+
+
+def ddim_case(shape, guidance, eta, device, dtype, gen) -> Case:
+    n = shape[0]
+    rows = 2 * n if guidance is not None else n
+    x = _rand(gen, shape, device, dtype)
+    out = _rand(gen, (rows, *shape[1:]), device, dtype)
+    noise = _rand(gen, shape, device, dtype) if eta > 0 else None
+    ab_t, ab_p = 0.35, 0.55
+
+    def ours():
+        return ops.ddim_step(x, out, ab_t, ab_p, eta=eta, noise=noise, guidance_scale=guidance)
+
+    def composed():
+        eps = _guided(out, n, guidance)
+        x0 = (x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+        sigma = eta * math.sqrt((1 - ab_p) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_p)
+        x_prev = math.sqrt(ab_p) * x0 + math.sqrt(max(1 - ab_p - sigma**2, 0.0)) * eps
+        if eta > 0:
+            x_prev = x_prev + sigma * noise
+        return x_prev
+
+    numel = x.numel()
+    reads = numel * (1 + rows // n + (1 if eta > 0 else 0))
+    label = "x".join(map(str, shape)) + (f" cfg={guidance}" if guidance else "") + f" eta={eta}"
+    return Case("ddim_step", label, ours, composed,
+                min_bytes=(reads + numel) * x.element_size(),
+                outputs=lambda: (ours(), composed()))
+
+
+def dpmpp_case(shape, guidance, second_order, device, dtype, gen) -> Case:
+    n = shape[0]
+    rows = 2 * n if guidance is not None else n
+    x = _rand(gen, shape, device, dtype)
+    out = _rand(gen, (rows, *shape[1:]), device, dtype)
+    x0_prev = _rand(gen, shape, device, dtype) if second_order else None
+    ab_p, ab_t, ab_n = 0.2, 0.35, 0.55
+    ab_prev = ab_p if second_order else None
+
+    def ours():
+        return ops.dpmpp_2m_step(x, out, ab_t, ab_n, x0_prev=x0_prev, alpha_bar_prev=ab_prev,
+                                 guidance_scale=guidance)
+
+    def lam(ab):
+        return 0.5 * (math.log(ab) - math.log(1 - ab))
+
+    def composed():
+        eps = _guided(out, n, guidance)
+        a_t, s_t = math.sqrt(ab_t), math.sqrt(1 - ab_t)
+        a_n, s_n = math.sqrt(ab_n), math.sqrt(1 - ab_n)
+        x0 = (x - s_t * eps) / a_t
+        h = lam(ab_n) - lam(ab_t)
+        d = x0
+        if x0_prev is not None:
+            r = (lam(ab_t) - lam(ab_p)) / h
+            d = x0 + (x0 - x0_prev) / (2 * r)
+        return (s_n / s_t) * x + (a_n * (1 - math.exp(-h))) * d, x0
+
+    numel = x.numel()
+    reads = numel * (1 + rows // n + (1 if second_order else 0))
+    label = ("x".join(map(str, shape)) + (f" cfg={guidance}" if guidance else "")
+             + (" 2nd order" if second_order else " 1st order"))
+    return Case("dpmpp_2m_step", label, ours, composed,
+                min_bytes=(reads + 2 * numel) * x.element_size(),
+                outputs=lambda: (ours(), composed()))
+
+
+def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set[str] | None
+                ) -> list[Case]:
+    gen = torch.Generator(device).manual_seed(0)
+    gpu = device.type == "cuda"
+    cases: list[Case] = []
+
+    def want(op):
+        return only is None or op in only
+
+    if want("posgn"):
+        if gpu:
+            shapes = [(2, 16, 320, 64, 64, 32, False), (2, 16, 320, 64, 64, 32, True)]
+            shapes = shapes[:1] if quick else shapes + [(2, 16, 640, 32, 32, 32, False)]
+        elif quick:
+            shapes = [(2, 16, 64, 16, 16, 32, False)]
+        else:  # 2 videos × 16 frames, C 128, 32×32
+            shapes = [(2, 16, 128, 32, 32, 32, False), (2, 16, 128, 32, 32, 32, True)]
+        cases += [posgn_case(*s, device, dtype, gen) for s in shapes]
+    if want("temporal_attention"):
+        if gpu:
+            shapes = [(2, 16, 64 * 64, 5, 64, False), (2, 16, 64 * 64, 5, 64, True)]
+            shapes = shapes[:1] if quick else shapes + [(1, 64, 32 * 32, 8, 64, False)]
+        elif quick:
+            shapes = [(2, 16, 16 * 16, 2, 64, False)]
+        else:
+            shapes = [(2, 16, 32 * 32, 2, 64, False), (2, 16, 32 * 32, 4, 32, True)]
+        cases += [attention_case(*s, device, dtype, gen) for s in shapes]
+    latent = (4, 4, 16, 128, 128) if gpu else ((2, 4, 16, 32, 32) if quick else (2, 4, 16, 64, 64))
+    if want("ddim_step"):
+        cases.append(ddim_case(latent, 7.5, 1.0, device, dtype, gen))
+        if not quick:
+            cases.append(ddim_case(latent, None, 0.0, device, dtype, gen))
+    if want("dpmpp_2m_step"):
+        cases.append(dpmpp_case(latent, 7.5, True, device, dtype, gen))
+        if not quick:
+            cases.append(dpmpp_case(latent, None, False, device, dtype, gen))
+    return cases
+
+
+# ---- environment ------------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def max_abs_diff(a, b) -> float:
+    if isinstance(a, (tuple, list)):
+        return max(max_abs_diff(x, y) for x, y in zip(a, b))
+    return float((a.float() - b.float()).abs().max())
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=list(DTYPES), default=None,
+                   help="float32 on cpu (the only CPU kernel dtype); default bfloat16 on cuda")
+    p.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    p.add_argument("--ops", nargs="+", choices=["posgn", "temporal_attention", "ddim_step",
+                                                "dpmpp_2m_step"], default=None)
+    p.add_argument("--repeats", type=int, default=None, help="timed samples per case")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls per case")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    dtype_name = args.dtype or ("float32" if device.type == "cpu" else "bfloat16")
+    dtype = DTYPES[dtype_name]
+    if device.type == "cpu" and dtype != torch.float32:
+        print("error: the CPU kernels are float32 only (--dtype float32)", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (5 if args.quick else 15)
+    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
+    timer = Timer(device, min_sample_ms=1.0 if device.type == "cpu" else 2.0)
+
+    torch.set_grad_enabled(False)
+    copy_bytes = (1 << 30) if device.type == "cuda" else (128 << 20 if args.quick else 512 << 20)
+    bandwidth = copy_bandwidth(device, dtype, copy_bytes, timer, repeats)
+    env = {
+        "device": device_name(device), "device_type": device.type, "dtype": dtype_name,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(), "vdengine": vdengine.__version__,
+        "build_info": vdengine.build_info(), "git": git_commit(),
+        "copy_bandwidth_GBps": bandwidth, "copy_bytes": copy_bytes,
+        "repeats": repeats, "warmup": warmup, "quick": args.quick,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print(f"# vdengine kernels vs PyTorch on {env['device']} ({device.type}, {dtype_name}, "
+          f"{env['torch_threads']} threads, torch {torch.__version__}, "
+          f"commit {(env['git']['commit'] or '?')[:10]}{'+dirty' if env['git']['dirty'] else ''})")
+    print(f"# copy bandwidth: {bandwidth:.1f} GB/s ({copy_bytes >> 20} MiB copy); "
+          f"median of {repeats} interleaved samples after {warmup} warmup calls\n")
+
+    results = []
+    header = ("| op | shape | ours ms | torch ms | speedup | ours GB/s | floor ms | %floor "
+              "| max abs diff |")
+    print(header)
+    print("|" + "---|" * 9)
+    for case in build_cases(device, dtype, args.quick, set(args.ops) if args.ops else None):
+        row = {"op": case.op, "shape": case.shape, "min_bytes": case.min_bytes}
+        floor_ms = case.min_bytes / (bandwidth * 1e9) * 1e3
+        try:
+            got, ref = case.outputs()
+            row["max_abs_diff"] = max_abs_diff(got, ref)
+            t = timer.compare({"ours": case.ours, "torch": case.torch}, warmup, repeats)
+            row.update(ours_min_ms=timer.last_min["ours"], torch_min_ms=timer.last_min["torch"])
+            row.update(ours_ms=t["ours"], torch_ms=t["torch"], speedup=t["torch"] / t["ours"],
+                       ours_GBps=case.min_bytes / (t["ours"] * 1e-3) / 1e9, floor_ms=floor_ms,
+                       pct_floor=100 * floor_ms / t["ours"])
+            print(f"| {case.op} | {case.shape} | {t['ours']:.3f} | {t['torch']:.3f} | "
+                  f"{row['speedup']:.2f}x | {row['ours_GBps']:.1f} | {floor_ms:.3f} | "
+                  f"{row['pct_floor']:.0f}% | {row['max_abs_diff']:.1e} |", flush=True)
+        except Exception as e:  # noqa: BLE001 - a kernel not built yet or failing: report, go on
+            row["error"] = f"{type(e).__name__}: {e}"
+            t = timer.compare({"torch": case.torch}, warmup, repeats)
+            row.update(torch_ms=t["torch"], floor_ms=floor_ms)
+            print(f"| {case.op} | {case.shape} | error | {t['torch']:.3f} | - | - | "
+                  f"{floor_ms:.3f} | - | {row['error'][:60]} |", flush=True)
+        results.append(row)
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps({"env": env, "results": results}, indent=2, default=str) + "\n")
+        tmp.replace(args.json)
+        print(f"\nwrote {args.json}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

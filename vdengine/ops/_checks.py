@@ -1,0 +1,353 @@
+"""Argument validation and kernel dispatch shared by the fused-op wrappers in vdengine/ops/.
+
+Every check raises a ValueError (wrong value, shape, device, layout) or a TypeError (wrong type or
+dtype) whose message names the argument and says what was expected. All checks read tensor
+metadata only (shape, stride, dtype, device): none reads tensor values, so none syncs the host
+with a device and all of them run unchanged on fake tensors while torch.compile traces.
+
+The module also holds the two helpers every op implementation uses: ``new_output`` (allocation of
+the outputs, which tests can make NaN-poisoned to catch elements a kernel forgets to write) and
+``launch`` (the call into vdengine._C / vdengine._C_cuda by device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vdengine.ops import _native
+
+#: dtypes the CUDA kernels take (fp32 accumulation inside).
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: dtypes the CPU kernels take.
+CPU_DTYPES = (torch.float32,)
+
+REFERENCE_HINT = "vdengine.ops.reference"
+
+
+# ---- scalars ------------------------------------------------------------------------------------
+
+
+def positive_int(value: object, name: str) -> int:
+    """An int > 0 (numpy ints too; bools are not: True is no group count). SymInts pass while
+    tracing."""
+    if type(value) is int:  # the common case, without the ABC checks below
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, torch.SymInt)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
+def real(value: object, name: str, *, allow_none: bool = False) -> float | None:
+    """A finite real number (Python or numpy int/float, not bool), returned as a Python float."""
+    if value is None and allow_none:
+        return None
+    if type(value) is float or type(value) is int:  # the common case, without ABC checks
+        value = float(value)
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        what = "a float or None" if allow_none else "a float"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def positive_real(value: object, name: str, *, allow_none: bool = False) -> float | None:
+    v = real(value, name, allow_none=allow_none)
+    if v is not None and v <= 0:
+        raise ValueError(f"{name} must be positive, got {v}")
+    return v
+
+
+def flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def prediction_type(value: object) -> str:
+    if not isinstance(value, str) or value not in _native.PREDICTION_CODES:
+        raise ValueError(
+            f"prediction_type must be one of {tuple(_native.PREDICTION_CODES)}, got {value!r}"
+        )
+    return value
+
+
+# ---- tensors ------------------------------------------------------------------------------------
+
+
+def shape_str(shape: Sequence[object]) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def tensor(value: object, name: str, *, allow_none: bool = False) -> Tensor | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, Tensor):
+        what = "a torch.Tensor or None" if allow_none else "a torch.Tensor"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def rank(t: Tensor, name: str, expected: int, layout: str) -> None:
+    if t.dim() != expected:
+        raise ValueError(f"{name} must be {expected}-D {layout}, got shape {shape_str(t.shape)}")
+
+
+def shape(t: Tensor, name: str, expected: Sequence[object], layout: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(
+            f"{name} must have shape {shape_str(expected)} ({layout}), got {shape_str(t.shape)}"
+        )
+
+
+def contiguous(t: Tensor, name: str) -> None:
+    if not t.is_contiguous():
+        raise ValueError(
+            f"{name} must be contiguous (got shape {shape_str(t.shape)} with strides "
+            f"{tuple(t.stride())}); call .contiguous() first"
+        )
+
+
+def floating(t: Tensor, name: str) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def same_device(tensors: dict[str, Tensor | None], ref: str) -> None:
+    """Every non-None tensor on the device of tensors[ref]."""
+    device = tensors[ref].device
+    for name, t in tensors.items():
+        if t is not None and t.device != device:
+            raise ValueError(
+                f"{name} must be on the same device as {ref} ({device}), got {t.device}"
+            )
+
+
+def same_dtype(tensors: dict[str, Tensor | None], ref: str) -> None:
+    """Every non-None tensor with the dtype of tensors[ref]."""
+    dtype = tensors[ref].dtype
+    for name, t in tensors.items():
+        if t is not None and t.dtype != dtype:
+            raise TypeError(f"{name} must have the dtype of {ref} ({dtype}), got {t.dtype}")
+
+
+def kernel_dtype(t: Tensor, name: str) -> None:
+    """The dtype is floating point and one the kernels of t's device implement."""
+    floating(t, name)
+    kind = t.device.type
+    if kind == "cpu":
+        if t.dtype not in CPU_DTYPES:
+            raise TypeError(
+                f"{name} has dtype {t.dtype}, but the CPU kernels are float32 only: pass float32 "
+                f"tensors, or use {REFERENCE_HINT} for other dtypes"
+            )
+    elif kind in ("cuda", "meta"):
+        if t.dtype not in CUDA_DTYPES:
+            raise TypeError(
+                f"{name} has dtype {t.dtype}, but the CUDA kernels take float32, float16 or "
+                f"bfloat16; use {REFERENCE_HINT} for other dtypes"
+            )
+    else:
+        raise ValueError(
+            f"{name} is on device {t.device}, but vdengine's kernels run on cpu and cuda only; use "
+            f"{REFERENCE_HINT} on other devices"
+        )
+
+
+def no_grad(op: str, tensors: dict[str, Tensor | None]) -> None:
+    """The fused ops are inference ops: refuse inputs that would need a backward pass.
+
+    Raised at the call rather than at backward time, so a model that forgot torch.no_grad() /
+    torch.inference_mode() fails where the problem is.
+    """
+    if not torch.is_grad_enabled():
+        return
+    for name, t in tensors.items():
+        if t is not None and t.requires_grad:
+            raise RuntimeError(
+                f"vdengine.ops.{op}: {name} requires grad, but the fused kernels have no backward. "
+                f"Run inference under torch.no_grad() / torch.inference_mode(), or use "
+                f"{REFERENCE_HINT}.{op} (same semantics, with autograd) for training"
+            )
+
+
+def coefficient(value: object, name: str, rows: int, like: Tensor, *, allow_one: bool = False
+                ) -> Tensor:
+    """A schedule coefficient ᾱ as the float32 tensor the step kernels read: [1] or [rows].
+
+    value is a Python float (checked to lie in (0, 1), or (0, 1] with allow_one) or a tensor with
+    1 element or one per sample row (any shape, flattened, as the reference does), on like's device
+    or on the CPU (copied over, non-blocking).
+    Tensor values are not range-checked: that would read them and sync the host with the device.
+    The conversion never reads values either, so it is CUDA-graph capturable when the tensor is
+    already on the device.
+    """
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor or a float, got {value.dtype}")
+        if value.numel() != 1 and value.numel() != rows:
+            raise ValueError(
+                f"{name} must have 1 element or one per sample row ({rows}), got shape "
+                f"{shape_str(value.shape)}"
+            )
+        if value.device != like.device and value.device.type != "cpu":
+            raise ValueError(
+                f"{name} must be on the device of sample ({like.device}) or on the CPU, got "
+                f"{value.device}"
+            )
+        return value.detach().to(device=like.device, dtype=torch.float32,
+                                 non_blocking=True).reshape(-1).contiguous()
+    v = real(value, name)
+    hi_ok = v < 1.0 or (allow_one and v == 1.0)
+    if not (v > 0.0 and hi_ok):
+        rng = "(0, 1]" if allow_one else "(0, 1)"
+        raise ValueError(f"{name} must lie in {rng} (a cumulative ᾱ), got {v}")
+    return torch.full((1,), v, dtype=torch.float32, device=like.device)
+
+
+def coefficient_tensor(t: Tensor, name: str, rows: int, like: Tensor) -> None:
+    """What the op implementations accept for a coefficient: float32 [1] or [rows] on like's device."""
+    tensor(t, name)
+    if t.dtype != torch.float32 or t.dim() != 1 or t.numel() not in (1, rows):
+        raise ValueError(
+            f"{name} must be a float32 tensor of shape [1] or [{rows}], got dtype {t.dtype} and "
+            f"shape {shape_str(t.shape)}"
+        )
+    if t.device != like.device:
+        raise ValueError(f"{name} must be on the device of sample ({like.device}), got {t.device}")
+    contiguous(t, name)
+
+
+# ---- outputs and launches -----------------------------------------------------------------------
+
+_poison_outputs = False
+
+
+@contextlib.contextmanager
+def poison_outputs() -> Iterator[None]:
+    """Within this context every op output is filled with NaN before the kernel runs.
+
+    Tests use it to catch elements a kernel forgets to write. Not thread-safe; test use only.
+    """
+    global _poison_outputs
+    old, _poison_outputs = _poison_outputs, True
+    try:
+        yield
+    finally:
+        _poison_outputs = old
+
+
+def new_output(shape: Sequence[int], like: Tensor) -> Tensor:
+    """A contiguous uninitialised tensor with like's dtype and device (NaN under poison_outputs)."""
+    out = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
+    if _poison_outputs:
+        out.fill_(float("nan"))
+    return out
+
+
+def ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+_modules: dict[str, object] = {}
+
+
+def _module(kind: str):
+    """vdengine._C / vdengine._C_cuda, imported through _native once (its errors explain)."""
+    module = _modules.get(kind)
+    if module is None:
+        module = _modules[kind] = _native.cpu() if kind == "cpu" else _native.cuda()
+    return module
+
+
+def launch(kernel: str, like: Tensor, *args: object) -> None:
+    """Call kernel `kernel` of the module for like's device; CUDA calls get dtype code and stream."""
+    if like.device.type == "cpu":
+        getattr(_module("cpu"), kernel)(*args)
+    elif like.device.type == "cuda":
+        module = _module("cuda")
+        with torch.cuda.device(like.device):
+            getattr(module, kernel)(_native.DTYPE_CODES[like.dtype], *args,
+                                    _native.stream_of(like))
+    else:  # pragma: no cover - kernel_dtype() refuses other devices first
+        raise ValueError(f"no vdengine kernels for device {like.device}")
+
+
+# ---- sampler steps ------------------------------------------------------------------------------
+
+
+def step_tensors(
+    sample: Tensor, model_output: Tensor, guidance_scale: float | None,
+    extra: dict[str, Tensor | None],
+) -> tuple[int, int]:
+    """Checks sample [N, ...], model_output [N, ...] ([2N, ...] with guidance) and the optional
+    per-element tensors in extra (each sample's shape). Returns (N, D) with D = elements per row."""
+    if sample.dim() < 1:
+        raise ValueError("sample must have at least one dimension [N, ...], got a 0-d tensor")
+    tensors: dict[str, Tensor | None] = {"sample": sample, "model_output": model_output, **extra}
+    for name, t in tensors.items():
+        if t is not None:
+            floating(t, name)
+    same_device(tensors, "sample")
+    same_dtype(tensors, "sample")
+    kernel_dtype(sample, "sample")
+    n = sample.shape[0]
+    rest = tuple(sample.shape[1:])
+    if guidance_scale is None:
+        if tuple(model_output.shape) != tuple(sample.shape):
+            raise ValueError(
+                f"model_output must have the shape of sample {shape_str(sample.shape)}, got "
+                f"{shape_str(model_output.shape)} (a [2N, ...] output of stacked [uncond; cond] "
+                f"rows needs guidance_scale)"
+            )
+    elif model_output.dim() != sample.dim() or tuple(model_output.shape) != (2 * n, *rest):
+        raise ValueError(
+            f"with guidance_scale, model_output must have 2N rows [uncond; cond]: shape "
+            f"{shape_str((2 * n, *rest))}, got {shape_str(model_output.shape)}"
+        )
+    for name, t in extra.items():
+        if t is not None:
+            shape(t, name, sample.shape, "the shape of sample")
+    for name, t in tensors.items():
+        if t is not None:
+            contiguous(t, name)
+    d = 1
+    for s in rest:
+        d = d * s
+    return n, d
+
+
+def step_coefficients(
+    coefs: dict[str, Tensor | None], rows: int
+) -> tuple[list[Tensor | None], int]:
+    """Gives the (checked, see coefficient_tensor) coefficients one common layout for the kernel.
+
+    The kernels take one coef_stride for all coefficients: 0 when each holds one value, 1 when
+    each holds one per row; a one-value coefficient beside per-row ones is expanded to [rows]
+    (a tiny device copy, no host sync). Returns (coefficients, coef_stride).
+    """
+    per_row = rows != 1 and any(t is not None and t.numel() == rows for t in coefs.values())
+    if not per_row:
+        return list(coefs.values()), 0
+    out = [None if t is None else t.expand(rows).contiguous() for t in coefs.values()]
+    return out, 1
+
+
+def eta_and_noise(eta: float, noise: Tensor | None) -> None:
+    e = real(eta, "eta")
+    if e < 0:
+        raise ValueError(f"eta must be >= 0, got {e}")
+    if e > 0 and noise is None:
+        raise ValueError(f"noise (a tensor of sample's shape) is required when eta > 0 (eta = {e})")
