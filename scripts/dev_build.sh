@@ -12,7 +12,10 @@ flock 9
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVDENGINE_CUDA=$cuda \
   -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python)" >/dev/null
 cmake --build "$build" -j 2
-cp "$build"/_C*.so vdengine/
+# Copy then rename: running processes keep the old file instead of crashing on a rewritten one.
+for so in "$build"/_C*.so; do
+  cp "$so" "vdengine/.$(basename "$so").tmp" && mv -f "vdengine/.$(basename "$so").tmp" "vdengine/$(basename "$so")"
+done
 [ "$cuda" = ON ] || rm -f vdengine/_C_cuda*.so
 cp "$build"/_build_config.py vdengine/
 echo "dev build ($cuda CUDA) -> vdengine/"

@@ -25,9 +25,11 @@
 // Bytes moved (minimal, and what this kernel moves): read q, k, v and write out once, 16 bytes
 //   per element of q: 16*B*F*S*C. The PyTorch path (permute copies, SDPA, permute back) moves
 //   at least twice that.
-// Bound: 4*F*D flops per query = F/4 flops per byte (4 at F=16), below this CPU's ridge point
-//   (~100 GFLOP/s vs ~6-8 GB/s per core): memory bound up to F ≈ 50. Measured single-thread at
-//   F=16, D=32: ~5 GB/s, close to the ~6 GB/s a plain a+b->c loop streams per core here.
+// Bound: 4*F*D flops per query = F/4 flops per byte (4 at F=16). In cache this kernel does ~50
+//   GFLOP/s per core (AVX-512, F=16, D=32: ~0.7 µs per (b, s, h) item, exp and transposes
+//   included), i.e. it could consume ~12 GB/s per core at F=16: memory bound at F ≤ 16, compute
+//   bound above ~F=24. Measured single-thread from memory (benchmarks/kernels.py --threads 1):
+//   7-8 GB/s, ~65% of a plain copy's bandwidth on this machine.
 
 #include <algorithm>
 #include <cmath>
@@ -113,8 +115,7 @@ VDE_INLINE void vexp_nonpos(typename Vec<L>::f& x) {
   typedef typename Vec<L>::i I;
   V xc;
   const I under = x < -87.33f;
-  const I nan = x != x;
-  select(xc, under | nan, V{} - 87.33f, x);
+  select(xc, under, V{} - 87.33f, x);  // NaN passes (and stays NaN through the polynomial)
   const V t = xc * 1.44269504088896341f;
   const V n = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer
   V r = xc - n * 0.693359375f;
@@ -126,9 +127,10 @@ VDE_INLINE void vexp_nonpos(typename Vec<L>::f& x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * z + r + 1.0f;
-  const I bits = (__builtin_convertvector(n, I) + 127) << 23;  // 2^n
-  const V res = reinterpret_cast<V>(reinterpret_cast<I>(p * reinterpret_cast<V>(bits)) & ~under);
-  select(x, nan, x, res);
+  V nb;  // n, but NaN lanes replaced (only they fail the test) so the int conversion is defined
+  select(nb, n >= -126.0f, n, V{} - 126.0f);
+  const I bits = (__builtin_convertvector(nb, I) + 127) << 23;  // 2^n
+  x = reinterpret_cast<V>(reinterpret_cast<I>(p * reinterpret_cast<V>(bits)) & ~under);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -156,13 +158,14 @@ VDE_INLINE void transpose(typename Vec<L>::f* r) {
 }
 #endif
 
-// Prefetch the bytes [p, p + bytes) into L2 (for writing when W). 3*F frame rows per work item are
-// 3*F separate strided streams, too many for the hardware prefetchers to follow.
+// Prefetch the cache lines of [p, p + bytes) into L2 (for writing when W). A work item's 4F frame
+// rows are 4F separate strided streams, too many for the hardware prefetchers to follow.
 template <bool W>
 VDE_INLINE void prefetch_span(const float* p, int64_t bytes) {
-  const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, W ? 1 : 0, 2);
-  __builtin_prefetch(c + bytes - 1, W ? 1 : 0, 2);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) & ~uintptr_t{63};
+  for (uintptr_t line = first; line <= last; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line), W ? 1 : 0, 2);
 }
 
 // ---- the op -------------------------------------------------------------------------------------
