@@ -125,7 +125,8 @@ def _check_upscale(upscale: Any) -> int:
     return int(upscale)
 
 
-def _check_path(path: Any) -> Path:
+def check_output_path(path: Any) -> Path:
+    """Validate an output video path (extension, directory exists and is writable); return it."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected str or os.PathLike, got {type(path).__name__}")
     p = Path(path).expanduser()
@@ -216,7 +217,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
     ) -> None:
-        self.path = _check_path(path)
+        self.path = check_output_path(path)
         self.fps = _check_fps(fps)
         self.upscale = _check_upscale(upscale)
         if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:

@@ -1,0 +1,5 @@
+import sys
+
+from vdengine.cli import main
+
+sys.exit(main())
