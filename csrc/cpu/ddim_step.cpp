@@ -11,6 +11,8 @@
 //   walks its rows segment by segment, computes the row's coefficients once (a few sqrt), then
 //   runs a branch-free `omp simd` loop over the segment. Prediction type, guidance, clip, noise and
 //   x0_out are template parameters: each of the 48 variants is a straight elementwise loop.
+//   The chunking driver, the dispatch and the pieces shared with dpmpp_2m_step.cpp (guidance,
+//   x0/ε by prediction type, clip, argument checks) are in step_common.h.
 //   The elementwise operations follow reference.py in order and rounding (no reciprocals, every
 //   product rounded as PyTorch rounds it) and the coefficients are float32 like the reference's:
 //   the result equals the float32 reference bit for bit, except where PyTorch's vectorized sqrt
@@ -23,28 +25,18 @@
 // Bound: memory bandwidth (~10 flops per element; even SSE2, the baseline this file is compiled
 //   for, is far above the bandwidth roof). No AVX2/FMA variant on purpose: FMA contraction would
 //   lose the bit-exact match above (a -march=native build needs -ffp-contract=off to keep it).
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
-#include <string>
-#include <type_traits>
 
 #include "common/ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#ifdef _OPENMP
-#define VDE_PRAGMA(x) _Pragma(#x)
-#define VDE_OMP(...) VDE_PRAGMA(omp __VA_ARGS__)
-#else
-#define VDE_OMP(...)
-#endif
+#include "cpu/step_common.h"
 
 namespace vde {
 namespace {
+
+using namespace vde::cpu;
+using namespace vde::cpu::step;
 
 // Per-row coefficients, computed as reference.py computes its [N, 1] tensors (float32).
 struct DdimCoef {
@@ -65,24 +57,14 @@ DdimCoef ddim_coef(float ab_t, float ab_p, float eta) {
   return c;
 }
 
-struct Ptrs {
-  const float* x;
-  const float* mo;  // model_out
-  const float* noise;
-  float* x_out;
-  float* x0_out;
-  int64_t N, D;
-  float g, lo, hi;  // guidance scale, clip bounds
-};
-
-// Elements [d0, d1) of row n.
+// Elements [d0, d1) of row n; p.aux is the noise.
 template <Prediction P, bool GUIDE, bool CLIP, bool NOISE, bool X0>
 void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCoef& c) {
   const int64_t off = n * p.D;
   const float* x = p.x + off;
   const float* mu = p.mo + off;                             // model_out (uncond) row
   const float* mc = GUIDE ? p.mo + (p.N + n) * p.D : mu;    // cond row
-  const float* nz = NOISE ? p.noise + off : nullptr;
+  const float* nz = NOISE ? p.aux + off : nullptr;
   float* xo = p.x_out + off;
   float* x0o = X0 ? p.x0_out + off : nullptr;
   const float a = c.a, s = c.s, sap = c.sap, dir = c.dir, sigma = c.sigma;
@@ -91,22 +73,10 @@ void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCo
   for (int64_t d = d0; d < d1; ++d) {
     const float xv = x[d];
     float m = mu[d];
-    if (GUIDE) m = m + g * (mc[d] - m);
-    float x0, eps;
-    if (P == Prediction::epsilon) {
-      eps = m;
-      x0 = (xv - s * eps) / a;
-    } else if (P == Prediction::v) {
-      x0 = a * xv - s * m;
-      eps = a * m + s * xv;
-    } else {
-      x0 = m;
-      eps = (xv - a * x0) / s;
-    }
-    if (CLIP) {  // torch.clamp order: max with lo, then min with hi; NaN propagates
-      x0 = x0 < lo ? lo : x0;
-      x0 = x0 > hi ? hi : x0;
-    }
+    if (GUIDE) m = guide(m, mc[d], g);
+    float x0 = predict_x0<P>(xv, m, a, s);
+    const float eps = predict_eps<P>(xv, m, x0, a, s);  // before the clip, as in diffusers
+    if (CLIP) x0 = clamp(x0, lo, hi);
     float out = sap * x0 + dir * eps;
     if (NOISE) out = out + sigma * nz[d];
     xo[d] = out;
@@ -115,22 +85,10 @@ void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCo
 }
 
 using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DdimCoef&);
-template <Prediction P>
-using PredictionC = std::integral_constant<Prediction, P>;
-
-template <bool B, class Fn>
-void with_bool_impl(Fn&& fn) {
-  fn(std::integral_constant<bool, B>{});
-}
-template <class Fn>
-void with_bool(bool b, Fn&& fn) {
-  if (b) with_bool_impl<true>(fn);
-  else with_bool_impl<false>(fn);
-}
 
 SegmentFn pick_segment(Prediction pred, bool guide, bool clip, bool noise, bool x0) {
   SegmentFn fn = nullptr;
-  auto pick = [&](auto P) {
+  with_prediction(pred, [&](auto P) {
     with_bool(guide, [&](auto G) {
       with_bool(clip, [&](auto Cl) {
         with_bool(noise, [&](auto Nz) {
@@ -141,21 +99,8 @@ SegmentFn pick_segment(Prediction pred, bool guide, bool clip, bool noise, bool 
         });
       });
     });
-  };
-  switch (pred) {
-    case Prediction::epsilon: pick(PredictionC<Prediction::epsilon>{}); break;
-    case Prediction::v: pick(PredictionC<Prediction::v>{}); break;
-    case Prediction::sample: pick(PredictionC<Prediction::sample>{}); break;
-  }
+  });
   return fn;
-}
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
 }
 
 }  // namespace
@@ -164,47 +109,18 @@ void ddim_step_cpu(const StepArgs& a) {
   if (!a.x || !a.model_out || !a.abar_t || !a.abar_next || !a.x_out)
     throw std::invalid_argument(
         "ddim_step_cpu: x, model_out, abar_t, abar_next (ᾱ_prev) and x_out must be non-null");
-  if (a.N <= 0 || a.D <= 0)
-    throw std::invalid_argument("ddim_step_cpu: N and D must be positive, got N=" +
-                                std::to_string(a.N) + " D=" + std::to_string(a.D));
-  if (a.coef_stride != 0 && a.coef_stride != 1)
-    throw std::invalid_argument(
-        "ddim_step_cpu: coef_stride must be 0 (one ᾱ) or 1 (one per row), got " +
-        std::to_string(a.coef_stride));
-  const int pred = static_cast<int>(a.prediction);
-  if (pred < 0 || pred > 2)
-    throw std::invalid_argument(
-        "ddim_step_cpu: prediction must be 0 (epsilon), 1 (v) or 2 (sample), got " +
-        std::to_string(pred));
+  check_sizes_and_codes(a, "ddim_step_cpu");
   const bool noise = a.eta > 0.0f;
   if (noise && !a.noise)
     throw std::invalid_argument("ddim_step_cpu: eta > 0 needs noise (got a null noise pointer)");
 
-  const Ptrs p{static_cast<const float*>(a.x), static_cast<const float*>(a.model_out),
-               static_cast<const float*>(a.noise), static_cast<float*>(a.x_out),
-               static_cast<float*>(a.x0_out), a.N, a.D, a.guidance_scale,
-               -a.clip_sample, a.clip_sample};
+  const Ptrs p = make_ptrs(a, a.noise);
   const SegmentFn seg =
       pick_segment(a.prediction, a.has_guidance, a.has_clip, noise, a.x0_out != nullptr);
-
-  // Chunks of whole 64-byte lines (no cache line is written by two threads), >= 64 KiB and ~8
-  // per thread, handed out dynamically; a chunk walks its rows segment by segment.
-  const int64_t total = a.N * a.D;
-  const int64_t lines = (total + 15) / 16;
-  const int64_t chunk = std::max<int64_t>(1024, lines / (int64_t{8} * max_threads())) * 16;
-  const int64_t nchunks = (total + chunk - 1) / chunk;
-  VDE_OMP(parallel for schedule(dynamic, 1) if (nchunks > 1))
-  for (int64_t ch = 0; ch < nchunks; ++ch) {
-    const int64_t e1 = std::min(total, (ch + 1) * chunk);
-    for (int64_t e = ch * chunk; e < e1;) {
-      const int64_t n = e / a.D;
-      const int64_t d0 = e - n * a.D;
-      const int64_t d1 = std::min(a.D, d0 + (e1 - e));
-      const int64_t ci = n * a.coef_stride;
-      seg(p, n, d0, d1, ddim_coef(a.abar_t[ci], a.abar_next[ci], a.eta));
-      e += d1 - d0;
-    }
-  }
+  for_each_row_segment(a.N, a.D, [&](int64_t n, int64_t d0, int64_t d1) {
+    const int64_t ci = n * a.coef_stride;
+    seg(p, n, d0, d1, ddim_coef(a.abar_t[ci], a.abar_next[ci], a.eta));
+  });
 }
 
 }  // namespace vde

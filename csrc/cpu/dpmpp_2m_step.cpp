@@ -6,41 +6,32 @@
 //   D   = x0 + (x0 - x0_prev)/(2r)  where x0_prev is given and ᾱ_next < 1 (σ_next > 0), else x0
 //   out = (σ_next/σ_t)·x + a_next·(1 - e^{-h})·D;   x0_out = x0 (always written)
 //
-// Algorithm: one pass, as ddim_step.cpp: line-aligned chunks of the flat range [0, N*D) handed
-//   to the threads dynamically; per row segment the coefficients (sqrt, log) are computed once,
-//   then a branch-free `omp simd` loop runs over the segment. Prediction type, guidance, clip and
-//   first/second order (chosen per row) are template parameters. The elementwise operations
-//   follow reference.py in order and rounding (the division by 2r stays a division), the
-//   coefficients are float32 like the reference's: results match it to the last bit except where
-//   PyTorch's sqrt/log and libm's differ by an ulp in a coefficient.
+// Algorithm: one pass, as ddim_step.cpp (the driver and shared pieces are in step_common.h):
+//   line-aligned chunks of the flat range [0, N*D) handed to the threads dynamically; per row
+//   segment the coefficients (sqrt, log) are computed once, then a branch-free `omp simd` loop
+//   runs over the segment. Prediction type, guidance, clip and first/second order (chosen per
+//   row) are template parameters. The elementwise operations follow reference.py in order and
+//   rounding (the division by 2r stays a division), the coefficients are float32 like the
+//   reference's: results match it to the last bit except where PyTorch's sqrt/log and libm's
+//   differ by an ulp in a coefficient.
 //   In-place safe: each element is read before its outputs are written.
 //
 // Bytes moved (minimal): read x, model_out (1 or 2 rows), x0_prev (second order); write x_out
 //   and x0_out: 16-24 bytes per element (the PyTorch composition: ~10 kernels, ~100 B/element).
 // Bound: memory bandwidth (~10 flops per element; baseline SSE2 only, as ddim_step.cpp, without
 //   FMA contraction).
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
-#include <string>
-#include <type_traits>
 
 #include "common/ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#ifdef _OPENMP
-#define VDE_PRAGMA(x) _Pragma(#x)
-#define VDE_OMP(...) VDE_PRAGMA(omp __VA_ARGS__)
-#else
-#define VDE_OMP(...)
-#endif
+#include "cpu/step_common.h"
 
 namespace vde {
 namespace {
+
+using namespace vde::cpu;
+using namespace vde::cpu::step;
 
 struct DpmCoef {
   float a, s;    // √ᾱ_t, √(1-ᾱ_t): x0 from the model output
@@ -71,24 +62,14 @@ DpmCoef dpm_coef(float ab_t, float ab_n, const float* ab_p, bool have_prev) {
   return c;
 }
 
-struct Ptrs {
-  const float* x;
-  const float* mo;       // model_out
-  const float* x0_prev;  // nullable
-  float* x_out;
-  float* x0_out;
-  int64_t N, D;
-  float g, lo, hi;  // guidance scale, clip bounds
-};
-
-// Elements [d0, d1) of row n.
+// Elements [d0, d1) of row n; p.aux is x0_prev.
 template <Prediction P, bool GUIDE, bool CLIP, bool SECOND>
 void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef& c) {
   const int64_t off = n * p.D;
   const float* x = p.x + off;
   const float* mu = p.mo + off;
   const float* mc = GUIDE ? p.mo + (p.N + n) * p.D : mu;
-  const float* xp = SECOND ? p.x0_prev + off : nullptr;
+  const float* xp = SECOND ? p.aux + off : nullptr;
   float* xo = p.x_out + off;
   float* x0o = p.x0_out + off;
   const float a = c.a, s = c.s, c_x = c.c_x, c_d = c.c_d, two_r = c.two_r;
@@ -97,15 +78,9 @@ void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef
   for (int64_t d = d0; d < d1; ++d) {
     const float xv = x[d];
     float m = mu[d];
-    if (GUIDE) m = m + g * (mc[d] - m);
-    float x0;
-    if (P == Prediction::epsilon) x0 = (xv - s * m) / a;
-    else if (P == Prediction::v) x0 = a * xv - s * m;
-    else x0 = m;
-    if (CLIP) {
-      x0 = x0 < lo ? lo : x0;
-      x0 = x0 > hi ? hi : x0;
-    }
+    if (GUIDE) m = guide(m, mc[d], g);
+    float x0 = predict_x0<P>(xv, m, a, s);
+    if (CLIP) x0 = clamp(x0, lo, hi);
     float dd = x0;
     if (SECOND) dd = x0 + (x0 - xp[d]) / two_r;
     xo[d] = c_x * xv + c_d * dd;
@@ -114,18 +89,6 @@ void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef
 }
 
 using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DpmCoef&);
-template <Prediction P>
-using PredictionC = std::integral_constant<Prediction, P>;
-
-template <bool B, class Fn>
-void with_bool_impl(Fn&& fn) {
-  fn(std::integral_constant<bool, B>{});
-}
-template <class Fn>
-void with_bool(bool b, Fn&& fn) {
-  if (b) with_bool_impl<true>(fn);
-  else with_bool_impl<false>(fn);
-}
 
 // [first order, second order] segment functions for one (prediction, guidance, clip).
 struct Segments {
@@ -134,7 +97,7 @@ struct Segments {
 
 Segments pick_segments(Prediction pred, bool guide, bool clip) {
   Segments out{nullptr, nullptr};
-  auto pick = [&](auto P) {
+  with_prediction(pred, [&](auto P) {
     with_bool(guide, [&](auto G) {
       with_bool(clip, [&](auto Cl) {
         constexpr Prediction p = decltype(P)::value;
@@ -142,21 +105,8 @@ Segments pick_segments(Prediction pred, bool guide, bool clip) {
         out = {&dpm_segment<p, g, cl, false>, &dpm_segment<p, g, cl, true>};
       });
     });
-  };
-  switch (pred) {
-    case Prediction::epsilon: pick(PredictionC<Prediction::epsilon>{}); break;
-    case Prediction::v: pick(PredictionC<Prediction::v>{}); break;
-    case Prediction::sample: pick(PredictionC<Prediction::sample>{}); break;
-  }
+  });
   return out;
-}
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
 }
 
 }  // namespace
@@ -167,46 +117,17 @@ void dpmpp_2m_step_cpu(const StepArgs& a) {
         "dpmpp_2m_step_cpu: x, model_out, abar_t, abar_next, x_out and x0_out must be non-null");
   if (a.x0_prev && !a.abar_prev)
     throw std::invalid_argument("dpmpp_2m_step_cpu: x0_prev given without abar_prev");
-  if (a.N <= 0 || a.D <= 0)
-    throw std::invalid_argument("dpmpp_2m_step_cpu: N and D must be positive, got N=" +
-                                std::to_string(a.N) + " D=" + std::to_string(a.D));
-  if (a.coef_stride != 0 && a.coef_stride != 1)
-    throw std::invalid_argument(
-        "dpmpp_2m_step_cpu: coef_stride must be 0 (one ᾱ) or 1 (one per row), got " +
-        std::to_string(a.coef_stride));
-  const int pred = static_cast<int>(a.prediction);
-  if (pred < 0 || pred > 2)
-    throw std::invalid_argument(
-        "dpmpp_2m_step_cpu: prediction must be 0 (epsilon), 1 (v) or 2 (sample), got " +
-        std::to_string(pred));
+  check_sizes_and_codes(a, "dpmpp_2m_step_cpu");
 
-  const Ptrs p{static_cast<const float*>(a.x), static_cast<const float*>(a.model_out),
-               static_cast<const float*>(a.x0_prev), static_cast<float*>(a.x_out),
-               static_cast<float*>(a.x0_out), a.N, a.D, a.guidance_scale,
-               -a.clip_sample, a.clip_sample};
+  const Ptrs p = make_ptrs(a, a.x0_prev);
   const Segments segs = pick_segments(a.prediction, a.has_guidance, a.has_clip);
   const bool have_prev = a.x0_prev != nullptr;
-
-  // Chunks of whole 64-byte lines (no cache line is written by two threads), >= 64 KiB and ~8
-  // per thread, handed out dynamically; a chunk walks its rows segment by segment.
-  const int64_t total = a.N * a.D;
-  const int64_t lines = (total + 15) / 16;
-  const int64_t chunk = std::max<int64_t>(1024, lines / (int64_t{8} * max_threads())) * 16;
-  const int64_t nchunks = (total + chunk - 1) / chunk;
-  VDE_OMP(parallel for schedule(dynamic, 1) if (nchunks > 1))
-  for (int64_t ch = 0; ch < nchunks; ++ch) {
-    const int64_t e1 = std::min(total, (ch + 1) * chunk);
-    for (int64_t e = ch * chunk; e < e1;) {
-      const int64_t n = e / a.D;
-      const int64_t d0 = e - n * a.D;
-      const int64_t d1 = std::min(a.D, d0 + (e1 - e));
-      const int64_t ci = n * a.coef_stride;
-      const DpmCoef c = dpm_coef(a.abar_t[ci], a.abar_next[ci],
-                                 have_prev ? a.abar_prev + ci : nullptr, have_prev);
-      (c.second ? segs.second : segs.first)(p, n, d0, d1, c);
-      e += d1 - d0;
-    }
-  }
+  for_each_row_segment(a.N, a.D, [&](int64_t n, int64_t d0, int64_t d1) {
+    const int64_t ci = n * a.coef_stride;
+    const DpmCoef c = dpm_coef(a.abar_t[ci], a.abar_next[ci],
+                               have_prev ? a.abar_prev + ci : nullptr, have_prev);
+    (c.second ? segs.second : segs.first)(p, n, d0, d1, c);
+  });
 }
 
 }  // namespace vde

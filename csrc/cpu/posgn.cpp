@@ -35,56 +35,12 @@
 #include <string>
 
 #include "common/ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#ifdef _OPENMP
-#define VDE_PRAGMA(x) _Pragma(#x)
-#define VDE_OMP(...) VDE_PRAGMA(omp __VA_ARGS__)
-#else
-#define VDE_OMP(...)
-#endif
-
-#define VDE_INLINE inline __attribute__((always_inline))
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define VDE_X86 1
-#if defined(__clang__)
-#define VDE_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
-#else
-#define VDE_TARGET_AVX512 \
-  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=512")))
-#endif
-#define VDE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
+#include "cpu/cpu_common.h"
 
 namespace vde {
 namespace {
 
-// ---- instruction-set dispatch -------------------------------------------------------------------
-enum Isa : int { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
-
-Isa cpu_isa() {
-  static const Isa isa = [] {
-    int best = kBase;
-#ifdef VDE_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = kAvx2;
-    if (best == kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-      best = kAvx512;
-#endif
-    if (const char* e = std::getenv("VDENGINE_CPU_ISA")) {  // a cap, never a raise
-      const std::string s(e);
-      if (s == "base") best = kBase;
-      if (s == "avx2") best = std::min(best, static_cast<int>(kAvx2));
-    }
-    return static_cast<Isa>(best);
-  }();
-  return isa;
-}
+using namespace vde::cpu;
 
 // ---- the op -------------------------------------------------------------------------------------
 struct GN {
@@ -239,15 +195,15 @@ VDE_TARGET_AVX2 void apply_avx2(const GN& p, int64_t n, int64_t g, int64_t e0, i
                                 double r) {
   apply_range<kAvx2>(p, n, g, e0, e1, m, r);
 }
-VDE_TARGET_AVX512 void groups_avx512(const GN& p, int64_t t0, int64_t t1) {
+VDE_TARGET_AVX512_ZMM void groups_avx512(const GN& p, int64_t t0, int64_t t1) {
   groups<kAvx512>(p, t0, t1);
 }
-VDE_TARGET_AVX512 void stats_avx512(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1,
-                                    float s, Moments& mo) {
+VDE_TARGET_AVX512_ZMM void stats_avx512(const GN& p, int64_t n, int64_t g, int64_t e0,
+                                        int64_t e1, float s, Moments& mo) {
   stats_range<kAvx512>(p, n, g, e0, e1, s, mo);
 }
-VDE_TARGET_AVX512 void apply_avx512(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1,
-                                    double m, double r) {
+VDE_TARGET_AVX512_ZMM void apply_avx512(const GN& p, int64_t n, int64_t g, int64_t e0,
+                                        int64_t e1, double m, double r) {
   apply_range<kAvx512>(p, n, g, e0, e1, m, r);
 }
 #endif
@@ -261,14 +217,6 @@ Kernels kernels() {
   }
 #endif
   return {groups_base, stats_base, apply_base};
-}
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
 }
 
 // [begin, end) of part `i` of `parts` near-equal parts of [0, total).

@@ -42,51 +42,12 @@
 #include <vector>
 
 #include "common/ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#ifdef _OPENMP
-#define VDE_PRAGMA(x) _Pragma(#x)
-#define VDE_OMP(...) VDE_PRAGMA(omp __VA_ARGS__)
-#else
-#define VDE_OMP(...)
-#endif
-
-#define VDE_INLINE inline __attribute__((always_inline))
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define VDE_X86 1
-#define VDE_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
-#define VDE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
+#include "cpu/cpu_common.h"
 
 namespace vde {
 namespace {
 
-// ---- instruction-set dispatch -------------------------------------------------------------------
-enum Isa : int { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
-
-Isa cpu_isa() {
-  static const Isa isa = [] {
-    int best = kBase;
-#ifdef VDE_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = kAvx2;
-    if (best == kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-      best = kAvx512;
-#endif
-    if (const char* e = std::getenv("VDENGINE_CPU_ISA")) {  // a cap, never a raise
-      const std::string s(e);
-      if (s == "base") best = kBase;
-      if (s == "avx2") best = std::min(best, static_cast<int>(kAvx2));
-    }
-    return static_cast<Isa>(best);
-  }();
-  return isa;
-}
+using namespace vde::cpu;
 
 // ---- L-lane vectors (GCC/Clang generic vectors) -------------------------------------------------
 // L = the target's register width: 16 (AVX-512), 8 (AVX2), 4 (SSE2). Query blocks are L wide.
@@ -399,14 +360,6 @@ AttendFn attend_kernel() {
   }
 #endif
   return attend_base;
-}
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
 }
 
 }  // namespace

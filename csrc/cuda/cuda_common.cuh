@@ -179,64 +179,6 @@ __device__ __forceinline__ T* dynamic_smem() {
   return reinterpret_cast<T*>(vde_dynamic_smem);
 }
 
-// ---- diffusion step helpers (ddim_step.cu, dpmpp_2m_step.cu) ------------------------------------
-
-// Host-side checks shared by the step launchers; returns false when there is nothing to do.
-inline bool validate_step(DType dtype, const StepArgs& a, const char* op) {
-  dispatch_dtype(dtype, op, [](auto) {});  // throws on an unknown dtype code
-  const int pred = static_cast<int>(a.prediction);
-  if (pred < 0 || pred > 2) {
-    throw std::invalid_argument(std::string(op) + ": unknown prediction code " +
-                                std::to_string(pred));
-  }
-  if (a.coef_stride != 0 && a.coef_stride != 1) {
-    throw std::invalid_argument(std::string(op) + ": coef_stride must be 0 or 1, got " +
-                                std::to_string(a.coef_stride));
-  }
-  if (a.N < 0 || a.D < 0) throw std::invalid_argument(std::string(op) + ": negative N or D");
-  if (a.N == 0 || a.D == 0) return false;
-  if (!a.x || !a.model_out || !a.x_out || !a.abar_t || !a.abar_next) {
-    throw std::invalid_argument(std::string(op) +
-                                ": x, model_out, x_out, abar_t and abar_next are required");
-  }
-  return true;
-}
-
-// Classifier-free guidance on [uncond; cond] rows: u + s*(c - u), as reference.combine_guidance.
-// The V elements of model output at element e (row-major [N, D]), combined when has_guidance
-// (the cond row of element e sits N*D elements later).
-template <typename T, int V>
-__device__ __forceinline__ void load_model_out(const T* mo, int64_t e, const StepArgs& a,
-                                               float (&out)[V]) {
-  load_pack<T, V>(mo + e, out);
-  if (a.has_guidance) {
-    float c[V];
-    load_pack<T, V>(mo + a.N * a.D + e, c);
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = out[i] + a.guidance_scale * (c[i] - out[i]);
-  }
-}
-
-// reference.predict_x0_eps with a = sqrt(abar), s = sqrt(1 - abar).
-__device__ __forceinline__ void predict_x0_eps(Prediction pred, float x, float out, float a,
-                                               float s, float& x0, float& eps) {
-  if (pred == Prediction::epsilon) {
-    eps = out;
-    x0 = (x - s * eps) / a;
-  } else if (pred == Prediction::v) {
-    x0 = a * x - s * out;
-    eps = a * out + s * x;
-  } else {  // sample
-    x0 = out;
-    eps = (x - a * x0) / s;
-  }
-}
-
-// torch.clamp(v, -c, c): NaN stays NaN (fminf/fmaxf would turn it into a bound).
-__device__ __forceinline__ float clamp_sym(float v, float c) {
-  return v < -c ? -c : (v > c ? c : v);
-}
-
 }  // namespace cu
 }  // namespace vde
 

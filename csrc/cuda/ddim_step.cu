@@ -12,9 +12,11 @@
 // sync and no allocation, so the step can be captured in a CUDA graph.
 //
 // Kernel: one elementwise grid-stride pass over packs of V elements (V = 16 bytes / sizeof(T) when
-// D % V == 0 and every pointer is 16-byte aligned, else V = 1). A pack never straddles a row, so
-// each thread derives its row from the element index (a division, only when coef_stride is 1) and
-// recomputes the row's coefficients: a few sqrt per pack, cheap next to the memory traffic.
+// D % V == 0 and every pointer is 16-byte aligned, else V = 1; the pass and its launch are
+// step_kernel / launch_step of step_common.cuh, shared with dpmpp_2m_step.cu, and DdimStep::pack
+// below is the per-pack work). A pack never straddles a row, so each thread derives its row from
+// the element index (a division, only when coef_stride is 1) and recomputes the row's
+// coefficients: a few sqrt per pack, cheap next to the memory traffic.
 //
 // Bytes moved per element: read x, model_out (x2 with guidance), noise when eta > 0; write x_out
 // and x0_out when given: 3 to 5 x sizeof(T), plus the abar arrays (N floats, L1/L2 hits).
@@ -22,27 +24,17 @@
 //
 // No __restrict__ and no non-coherent loads: x_out may alias x (an in-place step); each element is
 // read before it is written by the same thread, which is safe.
-#include "cuda/cuda_common.cuh"
+#include "cuda/step_common.cuh"
 
 namespace vde {
 namespace {
 
 using namespace vde::cu;
 
-template <typename T, int V>
-__global__ void __launch_bounds__(256) ddim_step_kernel(const StepArgs a, const int64_t npacks) {
-  const T* x = static_cast<const T*>(a.x);
-  const T* mo = static_cast<const T*>(a.model_out);
-  const T* noise = static_cast<const T*>(a.noise);
-  T* x_out = static_cast<T*>(a.x_out);
-  T* x0_out = static_cast<T*>(a.x0_out);
-  const bool add_noise = a.eta > 0.f;
-
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t pk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pk < npacks;
-       pk += stride) {
-    const int64_t e = pk * V;
-    const int64_t ci = a.coef_stride ? e / a.D : 0;  // this pack's row (D % V == 0)
+struct DdimStep {
+  template <typename T, int V>
+  static __device__ __forceinline__ void pack(const StepArgs& a, int64_t e, int64_t ci) {
+    const bool add_noise = a.eta > 0.f;
 
     // Row coefficients, in the order reference.ddim_step evaluates them.
     const float ab_t = a.abar_t[ci];
@@ -54,10 +46,10 @@ __global__ void __launch_bounds__(256) ddim_step_kernel(const StepArgs a, const 
     const float c_eps = sqrtf(dir2 < 0.f ? 0.f : dir2);  // clamp_min(0); NaN stays NaN
 
     float xv[V], out[V];
-    load_pack<T, V>(x + e, xv);
-    load_model_out<T, V>(mo, e, a, out);
+    load_pack<T, V>(static_cast<const T*>(a.x) + e, xv);
+    load_model_out<T, V>(static_cast<const T*>(a.model_out), e, a, out);
     float nz[V] = {};  // read only when add_noise
-    if (add_noise) load_pack<T, V>(noise + e, nz);
+    if (add_noise) load_pack<T, V>(static_cast<const T*>(a.noise) + e, nz);
 
     float xp[V], x0v[V];
 #pragma unroll
@@ -70,19 +62,10 @@ __global__ void __launch_bounds__(256) ddim_step_kernel(const StepArgs a, const 
       xp[i] = v;
       x0v[i] = x0;
     }
-    store_pack<T, V>(x_out + e, xp);
-    if (x0_out) store_pack<T, V>(x0_out + e, x0v);
+    store_pack<T, V>(static_cast<T*>(a.x_out) + e, xp);
+    if (a.x0_out) store_pack<T, V>(static_cast<T*>(a.x0_out) + e, x0v);
   }
-}
-
-template <typename T, int V>
-void launch_ddim(const StepArgs& a, cudaStream_t stream) {
-  constexpr int kThreads = 256;
-  const int64_t npacks = a.N * a.D / V;
-  const unsigned blocks = grid_stride_blocks(npacks, kThreads, "ddim_step");
-  ddim_step_kernel<T, V><<<blocks, kThreads, 0, stream>>>(a, npacks);
-  check_launch("ddim_step");
-}
+};
 
 }  // namespace
 
@@ -92,21 +75,7 @@ void ddim_step_cuda(DType dtype, const StepArgs& a, void* stream) {
   if (a.eta > 0.f && !a.noise) {
     throw std::invalid_argument("ddim_step: noise is required when eta > 0");
   }
-  const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(dtype, op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    constexpr int V = vec16<T>();
-    // 128-bit packs when no pack straddles a row and every tensor is 16-byte aligned (the cond
-    // half then is too: N*D*sizeof(T) is a multiple of 16).
-    const bool vec = a.D % V == 0 && aligned_to(a.x, 16) && aligned_to(a.model_out, 16) &&
-                     aligned_to(a.x_out, 16) && (!a.noise || aligned_to(a.noise, 16)) &&
-                     (!a.x0_out || aligned_to(a.x0_out, 16));
-    if (vec) {
-      launch_ddim<T, V>(a, st);
-    } else {
-      launch_ddim<T, 1>(a, st);
-    }
-  });
+  launch_step<DdimStep>(dtype, a, stream, op, {a.x, a.model_out, a.x_out, a.noise, a.x0_out});
 }
 
 }  // namespace vde

@@ -15,8 +15,9 @@
 // sync and no allocation, so the step can be captured in a CUDA graph.
 //
 // Kernel: one elementwise grid-stride pass over packs of V elements (V = 16 bytes / sizeof(T) when
-// D % V == 0 and every pointer is 16-byte aligned, else V = 1). Each thread derives its row from
-// the element index and recomputes the row's coefficients (a few sqrt/log per pack).
+// D % V == 0 and every pointer is 16-byte aligned, else V = 1; step_kernel / launch_step of
+// step_common.cuh, shared with ddim_step.cu, around DpmppStep::pack below). Each thread derives its
+// row from the element index and recomputes the row's coefficients (a few sqrt/log per pack).
 //
 // Bytes moved per element: read x, model_out (x2 with guidance), x0_prev (second order); write
 // x_out and x0_out: 3 to 5 x sizeof(T), plus the abar arrays (L1/L2 hits).
@@ -24,7 +25,7 @@
 //
 // No __restrict__ and no non-coherent loads: x_out may alias x and x0_out may alias x0_prev (an
 // in-place step); each element is read before it is written by the same thread, which is safe.
-#include "cuda/cuda_common.cuh"
+#include "cuda/step_common.cuh"
 
 namespace vde {
 namespace {
@@ -33,20 +34,10 @@ using namespace vde::cu;
 
 __device__ __forceinline__ float dpm_lambda(float ab) { return 0.5f * (logf(ab) - logf(1.f - ab)); }
 
-template <typename T, int V>
-__global__ void __launch_bounds__(256) dpmpp_2m_step_kernel(const StepArgs a,
-                                                            const int64_t npacks) {
-  const T* x = static_cast<const T*>(a.x);
-  const T* mo = static_cast<const T*>(a.model_out);
-  const T* x0_prev = static_cast<const T*>(a.x0_prev);
-  T* x_out = static_cast<T*>(a.x_out);
-  T* x0_out = static_cast<T*>(a.x0_out);
-
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t pk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pk < npacks;
-       pk += stride) {
-    const int64_t e = pk * V;
-    const int64_t ci = a.coef_stride ? e / a.D : 0;  // this pack's row (D % V == 0)
+struct DpmppStep {
+  template <typename T, int V>
+  static __device__ __forceinline__ void pack(const StepArgs& a, int64_t e, int64_t ci) {
+    const T* x0_prev = static_cast<const T*>(a.x0_prev);
 
     // Row coefficients, in the order reference.dpmpp_2m_step evaluates them.
     const float ab_t = a.abar_t[ci];
@@ -66,8 +57,8 @@ __global__ void __launch_bounds__(256) dpmpp_2m_step_kernel(const StepArgs a,
     }
 
     float xv[V], out[V];
-    load_pack<T, V>(x + e, xv);
-    load_model_out<T, V>(mo, e, a, out);
+    load_pack<T, V>(static_cast<const T*>(a.x) + e, xv);
+    load_model_out<T, V>(static_cast<const T*>(a.model_out), e, a, out);
     float xp0[V] = {};  // read only when second
     if (second) load_pack<T, V>(x0_prev + e, xp0);
 
@@ -81,19 +72,10 @@ __global__ void __launch_bounds__(256) dpmpp_2m_step_kernel(const StepArgs a,
       xn[i] = c_x * xv[i] + c_d * d;
       x0v[i] = x0;
     }
-    store_pack<T, V>(x_out + e, xn);
-    store_pack<T, V>(x0_out + e, x0v);
+    store_pack<T, V>(static_cast<T*>(a.x_out) + e, xn);
+    store_pack<T, V>(static_cast<T*>(a.x0_out) + e, x0v);
   }
-}
-
-template <typename T, int V>
-void launch_dpmpp(const StepArgs& a, cudaStream_t stream) {
-  constexpr int kThreads = 256;
-  const int64_t npacks = a.N * a.D / V;
-  const unsigned blocks = grid_stride_blocks(npacks, kThreads, "dpmpp_2m_step");
-  dpmpp_2m_step_kernel<T, V><<<blocks, kThreads, 0, stream>>>(a, npacks);
-  check_launch("dpmpp_2m_step");
-}
+};
 
 }  // namespace
 
@@ -104,21 +86,8 @@ void dpmpp_2m_step_cuda(DType dtype, const StepArgs& a, void* stream) {
   if (a.x0_prev && !a.abar_prev) {
     throw std::invalid_argument("dpmpp_2m_step: abar_prev is required with x0_prev");
   }
-  const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(dtype, op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    constexpr int V = vec16<T>();
-    // 128-bit packs when no pack straddles a row and every tensor is 16-byte aligned (the cond
-    // half then is too: N*D*sizeof(T) is a multiple of 16).
-    const bool vec = a.D % V == 0 && aligned_to(a.x, 16) && aligned_to(a.model_out, 16) &&
-                     aligned_to(a.x_out, 16) && aligned_to(a.x0_out, 16) &&
-                     (!a.x0_prev || aligned_to(a.x0_prev, 16));
-    if (vec) {
-      launch_dpmpp<T, V>(a, st);
-    } else {
-      launch_dpmpp<T, 1>(a, st);
-    }
-  });
+  launch_step<DpmppStep>(dtype, a, stream, op,
+                         {a.x, a.model_out, a.x_out, a.x0_out, a.x0_prev});
 }
 
 }  // namespace vde

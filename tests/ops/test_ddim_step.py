@@ -7,6 +7,7 @@ the kernel reads; diffusers' DDIMScheduler.step is the external check of the mat
 
 from __future__ import annotations
 
+import _step_helpers as H
 import pytest
 import torch
 from hypothesis import given
@@ -16,32 +17,6 @@ from vdengine import ops
 from vdengine.ops import reference as R
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
-
-TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (6e-2, 4e-2)}
-PREDICTIONS = ["epsilon", "v_prediction", "sample"]
-COEF_KINDS = ["float", "tensor0d", "tensor1", "per_row"]
-
-
-def coefficient(values: torch.Tensor, kind: str, device):
-    """values [N] float32 as the given kind (float and scalar kinds use values[0] for all rows)."""
-    if kind == "float":
-        return float(values[0])
-    if kind == "tensor0d":
-        return values[0].clone().to(device)
-    if kind == "tensor1":
-        return values[:1].clone().to(device)
-    if kind == "per_row":
-        return values.clone().to(device)
-    if kind == "per_row_cpu":  # on the CPU while sample is on the device: copied over
-        return values.clone()
-    if kind == "per_row_f64_col":  # float64, shape [N, 1]: converted and flattened
-        return values.double().reshape(-1, 1).to(device)
-    raise AssertionError(kind)
-
-
-def used(values: torch.Tensor, kind: str) -> torch.Tensor:
-    """The per-row float32 values the kernel sees for coefficient(values, kind)."""
-    return values.clone() if kind.startswith("per_row") else values[:1].expand(len(values))
 
 
 def schedule(n, gen, *, final=False):
@@ -56,50 +31,43 @@ def schedule(n, gen, *, final=False):
 def check(shape, gen, *, prediction="epsilon", guidance=None, eta=0.0, clip=None, kind="float",
           return_x0=True, final=False, dtype=torch.float32, device="cpu"):
     n = shape[0]
-    sample = torch.randn(shape, generator=gen)
-    rows = 2 * n if guidance is not None else n
-    model_output = torch.randn((rows, *shape[1:]), generator=gen)
+    sample, model_output = H.random_sample_and_model_output(shape, gen, guidance is not None)
     noise = torch.randn(shape, generator=gen) if eta > 0 else None
     sample, model_output = sample.to(device, dtype), model_output.to(device, dtype)
     noise = None if noise is None else noise.to(device, dtype)
     ab_t, ab_prev = schedule(n, gen, final=final)
-    out = ops.ddim_step(sample, model_output, coefficient(ab_t, kind, device),
-                        coefficient(ab_prev, kind, device), eta=eta, noise=noise,
+    out = ops.ddim_step(sample, model_output, H.coefficient(ab_t, kind, device),
+                        H.coefficient(ab_prev, kind, device), eta=eta, noise=noise,
                         prediction_type=prediction, guidance_scale=guidance, clip_sample=clip,
                         return_x0=return_x0)
     x_prev, x0 = out if return_x0 else (out, None)
-    assert x_prev.shape == sample.shape and x_prev.dtype == dtype and x_prev.device == sample.device
-    assert x_prev.is_contiguous()
-    assert torch.isfinite(x_prev).all(), "unwritten (NaN-poisoned) or non-finite outputs"
-    d = lambda t: None if t is None else t.cpu().double()
+    H.assert_fresh_output(x_prev, sample)
     ref_prev, ref_x0 = R.ddim_step(
-        d(sample), d(model_output), used(ab_t, kind).double(), used(ab_prev, kind).double(), eta,
-        d(noise), prediction, guidance, clip, return_x0=True,
+        H.f64_cpu(sample), H.f64_cpu(model_output), H.used(ab_t, kind).double(),
+        H.used(ab_prev, kind).double(), eta, H.f64_cpu(noise), prediction, guidance, clip,
+        return_x0=True,
     )
-    atol, rtol = TOL[dtype]
-    torch.testing.assert_close(x_prev.cpu().double(), ref_prev, atol=atol, rtol=rtol)
+    H.assert_matches(x_prev, ref_prev, dtype)
     if return_x0:
         assert x0.shape == sample.shape and torch.isfinite(x0).all()
-        torch.testing.assert_close(x0.cpu().double(), ref_x0, atol=atol, rtol=rtol)
+        H.assert_matches(x0, ref_x0, dtype)
     return out
 
 
 # ---- parity on the CPU ----------------------------------------------------------------------------
 
-SHAPES = [(1,), (3, 5), (2, 4, 3, 7, 5)]
 
-
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("shape", H.SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("guidance", [None, 4.5])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-@pytest.mark.parametrize("kind", COEF_KINDS)
+@pytest.mark.parametrize("kind", H.COEF_KINDS)
 def test_matches_reference(shape, prediction, guidance, eta, kind, gen):
     check(shape, gen, prediction=prediction, guidance=guidance, eta=eta, kind=kind,
           return_x0=kind != "tensor1")
 
 
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("clip", [0.5, 1.0])
 def test_clip_sample(prediction, clip, gen):
     check((4, 3, 8, 8), gen, prediction=prediction, clip=clip, eta=1.0, guidance=2.0)
@@ -125,9 +93,9 @@ def test_video_shape(gen):
 
 
 @given(
-    n=st.integers(1, 5), d=st.integers(1, 70), prediction=st.sampled_from(PREDICTIONS),
+    n=st.integers(1, 5), d=st.integers(1, 70), prediction=st.sampled_from(H.PREDICTIONS),
     guidance=st.sampled_from([None, 0.0, 1.0, 6.0]), eta=st.sampled_from([0.0, 0.3, 1.0]),
-    clip=st.sampled_from([None, 1.0]), kind=st.sampled_from(COEF_KINDS), seed=st.integers(0, 2**31 - 1),
+    clip=st.sampled_from([None, 1.0]), kind=st.sampled_from(H.COEF_KINDS), seed=st.integers(0, 2**31 - 1),
 )
 def test_matches_reference_hypothesis(n, d, prediction, guidance, eta, clip, kind, seed):
     check((n, d), torch.Generator().manual_seed(seed), prediction=prediction, guidance=guidance,
@@ -267,7 +235,7 @@ def test_opcheck(guidance, eta, return_x0, gen):
     )
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals used by inductor
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals H.used by inductor
 def test_torch_compile_fullgraph_all_ops(gen):
     """The smoke test of torch.compile (default inductor backend, fullgraph) over all four ops.
 
@@ -301,10 +269,7 @@ def test_torch_export(gen):
 
     args = (torch.randn(2, 5, generator=gen), torch.randn(4, 5, generator=gen),
             torch.randn(2, 5, generator=gen), torch.tensor([0.3, 0.6]))
-    ep = torch.export.export(Step(), args)
-    assert any(n.target is torch.ops.vdengine.ddim_step.default for n in ep.graph.nodes)
-    for got, want in zip(ep.module()(*args), Step()(*args)):
-        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    H.check_export(Step(), args, torch.ops.vdengine.ddim_step.default)
 
 
 # ---- argument validation ---------------------------------------------------------------------------
@@ -407,14 +372,11 @@ def test_bad_arguments_direct_custom_op_call():
 
 # ---- CUDA ------------------------------------------------------------------------------------------
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-CUDA_SHAPES = [(1,), (3, 5), (2, 4, 3, 7, 5), (2, 4, 16, 64, 64), (1, 1_000_003)]
-
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("dtype", H.DTYPES, ids=str)
+@pytest.mark.parametrize("shape", H.CUDA_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("guidance,eta,clip,kind", [
     (None, 0.0, None, "float"), (7.5, 1.0, None, "per_row"), (3.0, 0.5, 1.0, "tensor0d"),
     (None, 1.0, 1.0, "per_row_cpu"),
@@ -434,16 +396,12 @@ def test_cuda_device_coefficients_never_sync(kind, gen, cuda_device):
     out = torch.randn(2 * n, 4, 8, 8, device=cuda_device)
     noise = torch.randn(n, 4, 8, 8, device=cuda_device)
     ab_t, ab_prev = schedule(n, gen)
-    a_t, a_prev = coefficient(ab_t, kind, cuda_device), coefficient(ab_prev, kind, cuda_device)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    a_t, a_prev = H.coefficient(ab_t, kind, cuda_device), H.coefficient(ab_prev, kind, cuda_device)
+    with H.no_host_sync():
         x_prev, _x0 = ops.ddim_step(sample, out, a_t, a_prev, eta=1.0, noise=noise,
                                    guidance_scale=5.0, return_x0=True)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    ref = R.ddim_step(sample.double().cpu(), out.double().cpu(), used(ab_t, kind).double(),
-                      used(ab_prev, kind).double(), 1.0, noise.double().cpu(),
+    ref = R.ddim_step(sample.double().cpu(), out.double().cpu(), H.used(ab_t, kind).double(),
+                      H.used(ab_prev, kind).double(), 1.0, noise.double().cpu(),
                       guidance_scale=5.0)
     torch.testing.assert_close(x_prev.double().cpu(), ref, atol=1e-4, rtol=1e-4)
 

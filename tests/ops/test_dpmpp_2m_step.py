@@ -7,6 +7,7 @@ Ground truth is the reference in float64 on the same inputs and float32 coeffici
 
 from __future__ import annotations
 
+import _step_helpers as H
 import pytest
 import torch
 from hypothesis import given
@@ -16,29 +17,6 @@ from vdengine import ops
 from vdengine.ops import reference as R
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
-
-TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (6e-2, 4e-2)}
-PREDICTIONS = ["epsilon", "v_prediction", "sample"]
-COEF_KINDS = ["float", "tensor0d", "tensor1", "per_row"]
-
-
-def coefficient(values: torch.Tensor, kind: str, device):
-    """values [N] float32 as the given kind (float and scalar kinds use values[0] for all rows)."""
-    if kind == "float":
-        return float(values[0])
-    if kind == "tensor0d":
-        return values[0].clone().to(device)
-    if kind == "tensor1":
-        return values[:1].clone().to(device)
-    if kind == "per_row":
-        return values.clone().to(device)
-    if kind == "per_row_cpu":
-        return values.clone()
-    raise AssertionError(kind)
-
-
-def used(values: torch.Tensor, kind: str) -> torch.Tensor:
-    return values.clone() if kind.startswith("per_row") else values[:1].expand(len(values))
 
 
 def schedule(n, gen, *, final=None):
@@ -57,49 +35,42 @@ def schedule(n, gen, *, final=None):
 def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, order=2, kind="float",
           final=None, dtype=torch.float32, device="cpu"):
     n = shape[0]
-    sample = torch.randn(shape, generator=gen)
-    rows = 2 * n if guidance is not None else n
-    model_output = torch.randn((rows, *shape[1:]), generator=gen)
+    sample, model_output = H.random_sample_and_model_output(shape, gen, guidance is not None)
     x0_prev = torch.randn(shape, generator=gen) if order == 2 else None
     sample, model_output = sample.to(device, dtype), model_output.to(device, dtype)
     x0_prev = None if x0_prev is None else x0_prev.to(device, dtype)
     ab_t, ab_next, ab_prev = schedule(n, gen, final=final)
     x_next, x0 = ops.dpmpp_2m_step(
-        sample, model_output, coefficient(ab_t, kind, device), coefficient(ab_next, kind, device),
-        x0_prev=x0_prev, alpha_bar_prev=coefficient(ab_prev, kind, device) if order == 2 else None,
+        sample, model_output, H.coefficient(ab_t, kind, device),
+        H.coefficient(ab_next, kind, device), x0_prev=x0_prev,
+        alpha_bar_prev=H.coefficient(ab_prev, kind, device) if order == 2 else None,
         prediction_type=prediction, guidance_scale=guidance, clip_sample=clip,
     )
     for t in (x_next, x0):
-        assert t.shape == sample.shape and t.dtype == dtype and t.device == sample.device
-        assert t.is_contiguous()
-        assert torch.isfinite(t).all(), "unwritten (NaN-poisoned) or non-finite outputs"
-    d = lambda t: None if t is None else t.cpu().double()
+        H.assert_fresh_output(t, sample)
     ref_next, ref_x0 = R.dpmpp_2m_step(
-        d(sample), d(model_output), used(ab_t, kind).double(), used(ab_next, kind).double(),
-        d(x0_prev), used(ab_prev, kind).double() if order == 2 else None, prediction, guidance,
-        clip,
+        H.f64_cpu(sample), H.f64_cpu(model_output), H.used(ab_t, kind).double(),
+        H.used(ab_next, kind).double(), H.f64_cpu(x0_prev),
+        H.used(ab_prev, kind).double() if order == 2 else None, prediction, guidance, clip,
     )
-    atol, rtol = TOL[dtype]
-    torch.testing.assert_close(x_next.cpu().double(), ref_next, atol=atol, rtol=rtol)
-    torch.testing.assert_close(x0.cpu().double(), ref_x0, atol=atol, rtol=rtol)
+    H.assert_matches(x_next, ref_next, dtype)
+    H.assert_matches(x0, ref_x0, dtype)
     return x_next, x0
 
 
 # ---- parity on the CPU ----------------------------------------------------------------------------
 
-SHAPES = [(1,), (3, 5), (2, 4, 3, 7, 5)]
 
-
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("shape", H.SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("guidance", [None, 4.5])
 @pytest.mark.parametrize("order", [1, 2])
-@pytest.mark.parametrize("kind", COEF_KINDS)
+@pytest.mark.parametrize("kind", H.COEF_KINDS)
 def test_matches_reference(shape, prediction, guidance, order, kind, gen):
     check(shape, gen, prediction=prediction, guidance=guidance, order=order, kind=kind)
 
 
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("order", [1, 2])
 def test_clip_sample(prediction, order, gen):
     check((4, 3, 8, 8), gen, prediction=prediction, order=order, clip=1.0, guidance=2.0)
@@ -113,7 +84,7 @@ def test_final_step_to_alpha_one(order, kind, gen):
     torch.testing.assert_close(x_next, x0, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 def test_final_step_in_some_rows_only(prediction, gen):
     """Per-row ᾱ_next with row 0 at 1: that row is first order, the others second order."""
     x_next, x0 = check((4, 6, 5), gen, prediction=prediction, kind="per_row", final="mixed")
@@ -126,9 +97,9 @@ def test_video_shape(gen):
 
 
 @given(
-    n=st.integers(1, 5), d=st.integers(1, 70), prediction=st.sampled_from(PREDICTIONS),
+    n=st.integers(1, 5), d=st.integers(1, 70), prediction=st.sampled_from(H.PREDICTIONS),
     guidance=st.sampled_from([None, 0.0, 1.0, 6.0]), order=st.sampled_from([1, 2]),
-    clip=st.sampled_from([None, 1.0]), kind=st.sampled_from(COEF_KINDS),
+    clip=st.sampled_from([None, 1.0]), kind=st.sampled_from(H.COEF_KINDS),
     final=st.sampled_from([None, True]), seed=st.integers(0, 2**31 - 1),
 )
 def test_matches_reference_hypothesis(n, d, prediction, guidance, order, clip, kind, final, seed):
@@ -237,10 +208,7 @@ def test_torch_export(gen):
 
     args = (torch.randn(2, 5, generator=gen), torch.randn(2, 5, generator=gen),
             torch.randn(2, 5, generator=gen), torch.tensor([0.2, 0.4, 0.7]))
-    ep = torch.export.export(Step(), args)
-    assert any(n.target is torch.ops.vdengine.dpmpp_2m_step.default for n in ep.graph.nodes)
-    for got, want in zip(ep.module()(*args), Step()(*args)):
-        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    H.check_export(Step(), args, torch.ops.vdengine.dpmpp_2m_step.default)
 
 
 # ---- argument validation ---------------------------------------------------------------------------
@@ -320,14 +288,11 @@ def test_bad_arguments_direct_custom_op_call():
 
 # ---- CUDA ------------------------------------------------------------------------------------------
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-CUDA_SHAPES = [(1,), (3, 5), (2, 4, 3, 7, 5), (2, 4, 16, 64, 64), (1, 1_000_003)]
-
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("dtype", H.DTYPES, ids=str)
+@pytest.mark.parametrize("shape", H.CUDA_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("guidance,order,clip,kind,final", [
     (None, 1, None, "float", None), (7.5, 2, None, "per_row", None),
     (3.0, 2, 1.0, "tensor0d", True), (None, 2, None, "per_row_cpu", "mixed"),
@@ -348,17 +313,13 @@ def test_cuda_device_coefficients_never_sync(kind, gen, cuda_device):
     out = torch.randn(2 * n, 4, 8, 8, device=cuda_device)
     x0_prev = torch.randn(n, 4, 8, 8, device=cuda_device)
     ab_t, ab_next, ab_prev = schedule(n, gen)
-    coefs = [coefficient(v, kind, cuda_device) for v in (ab_t, ab_next, ab_prev)]
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    coefs = [H.coefficient(v, kind, cuda_device) for v in (ab_t, ab_next, ab_prev)]
+    with H.no_host_sync():
         x_next, _ = ops.dpmpp_2m_step(sample, out, coefs[0], coefs[1], x0_prev=x0_prev,
                                       alpha_bar_prev=coefs[2], guidance_scale=5.0)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    ref, _ = R.dpmpp_2m_step(sample.double().cpu(), out.double().cpu(), used(ab_t, kind).double(),
-                             used(ab_next, kind).double(), x0_prev.double().cpu(),
-                             used(ab_prev, kind).double(), guidance_scale=5.0)
+    ref, _ = R.dpmpp_2m_step(sample.double().cpu(), out.double().cpu(), H.used(ab_t, kind).double(),
+                             H.used(ab_next, kind).double(), x0_prev.double().cpu(),
+                             H.used(ab_prev, kind).double(), guidance_scale=5.0)
     torch.testing.assert_close(x_next.double().cpu(), ref, atol=1e-4, rtol=1e-4)
 
 

@@ -1,0 +1,139 @@
+// Helpers shared by the diffusion step CPU kernels (ddim_step.cpp, dpmpp_2m_step.cpp): argument
+// checks, the row pointers, compile-time dispatch on prediction type and flags, the elementwise
+// pieces both steps share (guidance, x0/ε by prediction type, clip) and the parallel driver that
+// walks [0, N*D) in line-aligned chunks, row segment by row segment.
+//
+// Compiled as part of those files, for the baseline instruction set only: no FMA contraction, so
+// the elementwise math keeps the reference's rounding (see the top comment of ddim_step.cpp).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "common/ops.h"
+#include "cpu/cpu_common.h"
+
+namespace vde {
+namespace cpu {
+namespace step {
+
+// ---- argument checks ----------------------------------------------------------------------------
+
+// Checks shared by the step launchers (`op` prefixes the messages): N, D, coef_stride, prediction.
+inline void check_sizes_and_codes(const StepArgs& a, const char* op) {
+  if (a.N <= 0 || a.D <= 0)
+    throw std::invalid_argument(std::string(op) + ": N and D must be positive, got N=" +
+                                std::to_string(a.N) + " D=" + std::to_string(a.D));
+  if (a.coef_stride != 0 && a.coef_stride != 1)
+    throw std::invalid_argument(std::string(op) +
+                                ": coef_stride must be 0 (one ᾱ) or 1 (one per row), got " +
+                                std::to_string(a.coef_stride));
+  const int pred = static_cast<int>(a.prediction);
+  if (pred < 0 || pred > 2)
+    throw std::invalid_argument(std::string(op) +
+                                ": prediction must be 0 (epsilon), 1 (v) or 2 (sample), got " +
+                                std::to_string(pred));
+}
+
+// ---- row pointers -------------------------------------------------------------------------------
+
+struct Ptrs {
+  const float* x;
+  const float* mo;   // model_out: [N, D], or [2N, D] ([uncond; cond]) under guidance
+  const float* aux;  // the op's third input (DDIM: noise, DPM++: x0_prev), nullable
+  float* x_out;
+  float* x0_out;
+  int64_t N, D;
+  float g, lo, hi;  // guidance scale, clip bounds
+};
+
+inline Ptrs make_ptrs(const StepArgs& a, const void* aux) {
+  return Ptrs{static_cast<const float*>(a.x), static_cast<const float*>(a.model_out),
+              static_cast<const float*>(aux), static_cast<float*>(a.x_out),
+              static_cast<float*>(a.x0_out), a.N, a.D, a.guidance_scale, -a.clip_sample,
+              a.clip_sample};
+}
+
+// ---- compile-time dispatch ----------------------------------------------------------------------
+
+template <Prediction P>
+using PredictionC = std::integral_constant<Prediction, P>;
+
+// fn(PredictionC<pred>{}).
+template <class Fn>
+void with_prediction(Prediction pred, Fn&& fn) {
+  switch (pred) {
+    case Prediction::epsilon: fn(PredictionC<Prediction::epsilon>{}); break;
+    case Prediction::v: fn(PredictionC<Prediction::v>{}); break;
+    case Prediction::sample: fn(PredictionC<Prediction::sample>{}); break;
+  }
+}
+
+template <bool B, class Fn>
+void with_bool_impl(Fn&& fn) {
+  fn(std::integral_constant<bool, B>{});
+}
+// fn(std::integral_constant<bool, b>{}).
+template <class Fn>
+void with_bool(bool b, Fn&& fn) {
+  if (b) with_bool_impl<true>(fn);
+  else with_bool_impl<false>(fn);
+}
+
+// ---- elementwise pieces (as reference.py, operation for operation) ------------------------------
+
+// Classifier-free guidance: u + g*(c - u).
+VDE_INLINE float guide(float u, float c, float g) { return u + g * (c - u); }
+
+// x0 from the model output m by prediction type, with a = √ᾱ_t, s = √(1-ᾱ_t).
+template <Prediction P>
+VDE_INLINE float predict_x0(float x, float m, float a, float s) {
+  if constexpr (P == Prediction::epsilon) return (x - s * m) / a;
+  else if constexpr (P == Prediction::v) return a * x - s * m;
+  else return m;
+}
+
+// ε from the model output m and the (unclipped) x0 of predict_x0.
+template <Prediction P>
+VDE_INLINE float predict_eps(float x, float m, float x0, float a, float s) {
+  if constexpr (P == Prediction::epsilon) return m;
+  else if constexpr (P == Prediction::v) return a * m + s * x;
+  else return (x - a * x0) / s;
+}
+
+// torch.clamp order: max with lo, then min with hi; NaN propagates.
+VDE_INLINE float clamp(float v, float lo, float hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// ---- parallel driver ----------------------------------------------------------------------------
+
+// Calls segment(n, d0, d1) for row segments covering [0, N*D) once: chunks of whole 64-byte lines
+// (no cache line is written by two threads), >= 64 KiB and ~8 per thread, handed out dynamically;
+// a chunk walks its rows segment by segment.
+template <class Segment>
+void for_each_row_segment(int64_t N, int64_t D, const Segment& segment) {
+  const int64_t total = N * D;
+  const int64_t lines = (total + 15) / 16;
+  const int64_t chunk = std::max<int64_t>(1024, lines / (int64_t{8} * max_threads())) * 16;
+  const int64_t nchunks = (total + chunk - 1) / chunk;
+  VDE_OMP(parallel for schedule(dynamic, 1) if (nchunks > 1))
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const int64_t e1 = std::min(total, (ch + 1) * chunk);
+    for (int64_t e = ch * chunk; e < e1;) {
+      const int64_t n = e / D;
+      const int64_t d0 = e - n * D;
+      const int64_t d1 = std::min(D, d0 + (e1 - e));
+      segment(n, d0, d1);
+      e += d1 - d0;
+    }
+  }
+}
+
+}  // namespace step
+}  // namespace cpu
+}  // namespace vde
