@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # The pipeline API pulls in models, samplers and video I/O: imported on first use.
 _LAZY = {"Pipeline": "vdengine.api", "generate": "vdengine.api", "load": "vdengine.api",
-         "Video": "vdengine.video"}
+         "Video": "vdengine.video", "export_onnx": "vdengine.export"}
 
 
 def __getattr__(name: str):
@@ -23,4 +23,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vdengine' has no attribute {name!r}")
 
 
-__all__ = ["Pipeline", "Video", "build_info", "generate", "load", "ops", "__version__"]
+__all__ = ["Pipeline", "Video", "build_info", "export_onnx", "generate", "load", "ops",
+           "__version__"]

@@ -141,3 +141,16 @@ def test_fused_matches_reference(overrides):
             ref = model.set_ops("reference")(x, t, label, ctx, mask)
             fused = model.set_ops("fused")(x, t, label, ctx, mask)
             torch.testing.assert_close(fused, ref, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward(dtype):
+    # The PosGN coordinate grid is built in float32: it must follow the MLP's dtype (the CUDA
+    # default is bfloat16). Reference ops here, since the CPU kernels are float32 only.
+    cfg = tiny_config(context=True)
+    model = randomize_(VideoUNet(cfg)).set_ops("reference")
+    x = _x(cfg)
+    expected = model(x, torch.tensor([300.0]))
+    out = model.to(dtype)(x.to(dtype), torch.tensor([300.0]))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.1)

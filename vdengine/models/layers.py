@@ -116,7 +116,7 @@ class PosGNTables:
         """(scale, shift) [M, C, h, w] of ``layer``, computed once per forward call."""
         key = id(layer)
         if key not in self._tables:
-            self._tables[key] = layer.compute_table(self.grid(h, w))
+            self._tables[key] = layer.compute_table(self.grid(h, w).to(layer.fc1.weight.dtype))
             self.computed += 1
         return self._tables[key]
 
