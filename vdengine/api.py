@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from vdengine.models import VideoUNet, load_model
+from vdengine.models import VideoUNet
 from vdengine.ops import _native
+from vdengine.runtime import check_backend, load_denoiser
 from vdengine.samplers import SAMPLERS, get_sampler
 from vdengine.schedules import NoiseSchedule
 from vdengine.video import Video
@@ -67,11 +69,12 @@ def _check_positive_int(name: str, value) -> int:
 class Pipeline:
     """A loaded denoiser with its noise schedule, reusable across generate() calls."""
 
-    model: VideoUNet
+    model: VideoUNet  # or a vdengine.runtime graph denoiser: the same call and .config
     schedule: NoiseSchedule
     device: torch.device
     dtype: torch.dtype
     name: str
+    backend: str = "torch"  # which runtime runs `model` (vdengine.runtime.BACKENDS)
 
     @property
     def config(self):
@@ -132,10 +135,29 @@ class Pipeline:
         eta: float = 0.0,
         spacing: str = "trailing",
         fps: int = DEFAULT_FPS,
-    ) -> Video:
+        long_video: str | None = None,
+        output: str | Path | None = None,
+        upscale: int = 1,
+        context_frames: int | None = None,
+        context_guidance: float | None = None,
+        window: int | None = None,
+        stride: int | None = None,
+        shared_noise_lambda: float | None = None,
+        window_batch: int | None = None,
+    ) -> Video | Path:
         """Sample `batch_size` videos of `num_frames` frames in `steps` denoiser evaluations.
 
-        Returns a Video whose frames are uint8 [batch_size, num_frames, H, W, 3].
+        Returns a Video whose frames are uint8 [batch_size, num_frames, H, W, 3], or, with
+        `output` (.mp4/.gif/.png, `upscale`d), the written Path.
+
+        Long videos (num_frames beyond the model's window; see vdengine.longvideo and
+        docs/long_videos.md): `long_video` is "autoregressive", "sliding", "keyframes",
+        "shared_noise", or one of the first three + "+shared_noise". Options (None = the
+        strategy's default; an option the strategy does not use is an error): `context_frames`
+        S (2) and `context_guidance` s (1.5) for autoregressive/keyframes, `window` L (the
+        model's), `stride` (L // 2) for sliding, `shared_noise_lambda` λ (0.5), `window_batch`
+        (windows per forward for sliding / keyframe gaps, 2). With `output`, frames are encoded
+        as windows finish and released: memory does not grow with num_frames.
         """
         _check_positive_int("num_frames", num_frames)
         _check_positive_int("steps", steps)
@@ -144,13 +166,33 @@ class Pipeline:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if steps > self.schedule.num_train_timesteps:
             raise ValueError(f"steps must be <= {self.schedule.num_train_timesteps}, got {steps}")
-        if num_frames > self.window:
-            raise ValueError(
-                f"num_frames={num_frames} exceeds model {self.name!r}'s window of {self.window} "
-                "frames; long videos need a long_video strategy")
+        long_options = {"context_frames": context_frames, "context_guidance": context_guidance,
+                        "window": window, "stride": stride,
+                        "shared_noise_lambda": shared_noise_lambda, "window_batch": window_batch}
+        if long_video is None:
+            for key, value in long_options.items():
+                if value is not None:
+                    raise ValueError(f"{key} is a long-video option: give long_video=... too")
+            if num_frames > self.window:
+                raise ValueError(
+                    f"num_frames={num_frames} exceeds model {self.name!r}'s window of "
+                    f"{self.window} frames; long videos need a long_video strategy")
         labels = self._labels(label, batch_size)
         if guidance_scale is not None and labels is None:
             raise ValueError("guidance_scale needs a label to guide towards (label=...)")
+        if long_video is not None:
+            from vdengine import longvideo
+
+            opts = longvideo.LongVideoOptions.resolve(long_video, self.config, **long_options)
+            chunks = longvideo.generate_chunks(
+                self, num_frames, opts, steps=steps, sampler=sampler, batch_size=batch_size,
+                seed=seed, labels=labels, guidance_scale=guidance_scale, eta=eta,
+                spacing=spacing, progress=progress)
+            return longvideo.collect(chunks, output=output, fps=fps, upscale=upscale)
+        if output is not None:
+            from vdengine.io import check_output_path
+
+            check_output_path(output)  # before sampling
         generator = torch.Generator().manual_seed(int(seed))
         x = self.initial_noise(batch_size, self.window, generator)
         sample_fn = get_sampler(sampler)
@@ -161,27 +203,36 @@ class Pipeline:
             guidance_scale=guidance_scale, generator=generator,
             disable=not progress, **kwargs,
         )
-        return Video.from_tensor(video[:, :num_frames].float().cpu(), fps=fps)
+        result = Video.from_tensor(video[:, :num_frames].float().cpu(), fps=fps)
+        return result if output is None else result.save(output, upscale=upscale)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype) -> Pipeline:
-    net = load_model(model, device=device, dtype=dtype)
-    net.set_ops("fused")
-    net.eval()
+def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype,
+                     backend: str = "torch", onnx: str | None = None,
+                     stamp: tuple | None = None) -> Pipeline:
+    # stamp (size, mtime) of the onnx file: a re-exported file is a new cache entry.
+    net = load_denoiser(model, device, dtype, backend=backend, path=onnx)
     schedule = NoiseSchedule(kind=net.config.schedule,
                              num_train_timesteps=net.config.num_train_timesteps)
-    return Pipeline(model=net, schedule=schedule, device=device, dtype=dtype, name=str(model))
+    return Pipeline(model=net, schedule=schedule, device=device, dtype=dtype, name=str(model),
+                    backend=backend)
 
 
 def load(model: str | Path = "default", device: str | torch.device = "auto",
-         dtype: str | torch.dtype | None = None) -> Pipeline:
+         dtype: str | torch.dtype | None = None, backend: str = "torch",
+         onnx: str | Path | None = None) -> Pipeline:
     """Load a shipped model by name (see `vdengine info`) or a model directory, once.
 
+    backend: "torch" (the model on vdengine's fused ops), "onnxruntime" (onnx= an .onnx file
+    written by `vdengine export` / vdengine.export_onnx from this model) or "tensorrt" (onnx= an
+    engine built from one by export/build_trt_engine.py; untested here). See vdengine.runtime.
     Repeated calls with the same arguments return the same Pipeline (no reload).
     """
     dev = resolve_device(device)
-    return _cached_pipeline(str(model), dev, resolve_dtype(dtype, dev))
+    backend, onnx = check_backend(backend, onnx)
+    stamp = None if onnx is None else (os.stat(onnx).st_size, os.stat(onnx).st_mtime_ns)
+    return _cached_pipeline(str(model), dev, resolve_dtype(dtype, dev), backend, onnx, stamp)
 
 
 def generate(
@@ -196,8 +247,25 @@ def generate(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     progress: bool = True,
-) -> Video:
-    """Generate videos with a shipped or local model; see Pipeline.generate."""
-    return load(model, device, dtype).generate(
+    long_video: str | None = None,
+    output: str | Path | None = None,
+    upscale: int = 1,
+    context_frames: int | None = None,
+    context_guidance: float | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    shared_noise_lambda: float | None = None,
+    window_batch: int | None = None,
+    backend: str = "torch",
+    onnx: str | Path | None = None,
+) -> Video | Path:
+    """Generate videos with a shipped or local model; see Pipeline.generate.
+
+    backend / onnx: the denoiser's runtime, see load().
+    Returns a Video, or the written Path when `output` is given (long videos are streamed)."""
+    return load(model, device, dtype, backend=backend, onnx=onnx).generate(
         num_frames=num_frames, steps=steps, sampler=sampler, batch_size=batch_size, seed=seed,
-        guidance_scale=guidance_scale, label=label, progress=progress)
+        guidance_scale=guidance_scale, label=label, progress=progress, long_video=long_video,
+        output=output, upscale=upscale, context_frames=context_frames,
+        context_guidance=context_guidance, window=window, stride=stride,
+        shared_noise_lambda=shared_noise_lambda, window_batch=window_batch)

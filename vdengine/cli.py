@@ -1,4 +1,4 @@
-"""`vdengine` command line: generate, info, train."""
+"""`vdengine` command line: generate, export, info, train."""
 
 from __future__ import annotations
 
@@ -28,6 +28,29 @@ def _add_generate(sub) -> None:
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the file")
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png (frame grid)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="denoiser runtime (default torch; see `vdengine export`)")
+    p.add_argument("--onnx", default=None, metavar="PATH",
+                   help="onnxruntime: the .onnx file from `vdengine export`; tensorrt: the "
+                        "engine built from it")
+    lv = p.add_argument_group(
+        "long videos (--frames beyond the model's window; streamed to --out window by window)")
+    lv.add_argument("--long-video", default=None, metavar="STRATEGY",
+                    help="autoregressive, sliding, keyframes or shared_noise; shared_noise "
+                         "combines with the others: autoregressive+shared_noise")
+    lv.add_argument("--context-frames", type=int, default=None, metavar="S",
+                    help="autoregressive/keyframes: known frames per window (default 2)")
+    lv.add_argument("--context-guidance", type=float, default=None, metavar="s",
+                    help="autoregressive/keyframes: context guidance scale >= 1 (default 1.5; "
+                         "1 = plain conditioning, half the forwards)")
+    lv.add_argument("--window", type=int, default=None, metavar="L",
+                    help="frames per denoiser window (default: the model's window)")
+    lv.add_argument("--stride", type=int, default=None,
+                    help="sliding: frames between window starts (default window // 2)")
+    lv.add_argument("--shared-noise-lambda", type=float, default=None, metavar="LAMBDA",
+                    help="shared_noise: base-noise share λ in [0, 1] (default 0.5)")
+    lv.add_argument("--window-batch", type=int, default=None, metavar="N",
+                    help="sliding/keyframes: windows stacked in one forward (default 2)")
 
 
 def _run_generate(args) -> int:
@@ -37,7 +60,26 @@ def _run_generate(args) -> int:
     # Fail on a bad output path before spending time sampling.
     check_output_path(args.out)
     start = time.perf_counter()
-    pipe = vdengine.load(args.model, device=args.device, dtype=args.dtype)
+    try:
+        pipe = vdengine.load(args.model, device=args.device, dtype=args.dtype,
+                             backend=args.backend, onnx=args.onnx)
+    except ImportError as e:  # a backend's package is missing: a one-line user error
+        raise UserError(str(e)) from None
+    long_options = {"context_frames": args.context_frames,
+                    "context_guidance": args.context_guidance, "window": args.window,
+                    "stride": args.stride, "shared_noise_lambda": args.shared_noise_lambda,
+                    "window_batch": args.window_batch}
+    if args.long_video is not None or any(v is not None for v in long_options.values()):
+        # Streamed: frames are encoded as windows finish; the video is never held whole.
+        path = pipe.generate(
+            num_frames=args.frames, steps=args.steps, sampler=args.sampler,
+            batch_size=args.batch, seed=args.seed, guidance_scale=args.guidance,
+            label=args.label, progress=not args.no_progress, fps=args.fps,
+            long_video=args.long_video, output=args.out, upscale=args.upscale, **long_options)
+        elapsed = time.perf_counter() - start
+        print(f"wrote {path} ({args.batch} video(s) x {args.frames} frames, "
+              f"{args.long_video}, {args.steps} steps, {elapsed:.1f} s)")
+        return 0
     video = pipe.generate(
         num_frames=args.frames, steps=args.steps, sampler=args.sampler, batch_size=args.batch,
         seed=args.seed, guidance_scale=args.guidance, label=args.label,
@@ -46,6 +88,54 @@ def _run_generate(args) -> int:
     elapsed = time.perf_counter() - start
     print(f"wrote {path} ({video.batch_size} video(s) x {video.num_frames} frames, "
           f"{args.steps} steps, {elapsed:.1f} s)")
+    return 0
+
+
+def _axis(value: str) -> int | str:
+    """--batch/--frames: a positive int or 'dynamic'."""
+    if value == "dynamic":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'dynamic', got {value!r}")
+    return n
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model's denoiser to ONNX (see docs/export.md)")
+    p.add_argument("--model", default="default", help="shipped model name or model directory")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=18,
+                   help="ONNX opset >= 18 (default 18; >= 21 writes GroupNormalization nodes)")
+    p.add_argument("--fp16", action="store_true",
+                   help="float16 weights and I/O (for CUDA/TensorRT)")
+    p.add_argument("--batch", type=_axis, default="dynamic", metavar="B|dynamic",
+                   help="fixed batch size, or dynamic (default)")
+    p.add_argument("--frames", type=_axis, default="dynamic", metavar="F|dynamic",
+                   help="fixed frame count <= window, or dynamic (default: 1..window)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the onnxruntime-vs-PyTorch check on a random input")
+
+
+def _run_export(args) -> int:
+    from vdengine.export import export_onnx, read_metadata
+
+    start = time.perf_counter()
+    try:
+        path = export_onnx(args.model, args.onnx, opset=args.opset, fp16=args.fp16,
+                           batch=args.batch, frames=args.frames, verify=not args.no_verify)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    meta = read_metadata(path)
+    check = meta.get("export_check_max_abs_diff")
+    print(f"wrote {path} ({meta['model_name']} from {meta['model_source']!r}, opset "
+          f"{meta['opset']}, {meta['dtype']}, batch {meta['batch']}, frames {meta['frames']} "
+          f"(window {meta['window']}), {path.stat().st_size / 2**20:.1f} MiB"
+          + (f", max abs diff vs PyTorch {check}" if check else "")
+          + f", {time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -63,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vdengine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_export(sub)
     sub.add_parser("info", help="print build info and the shipped models")
     from vdengine import train
 
@@ -73,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    runners = {"generate": _run_generate, "info": _run_info}
+    runners = {"generate": _run_generate, "info": _run_info, "export": _run_export}
     try:
         if args.command == "train":
             from vdengine import train

@@ -1,0 +1,230 @@
+"""The four long-video strategies: shapes, determinism, batching, conditioning, exactness."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vdengine
+from vdengine import longvideo as lv
+from vdengine.ops import reference
+
+ALL = ["autoregressive", "shared_noise", "sliding", "keyframes", "autoregressive+shared_noise",
+       "sliding+shared_noise", "keyframes+shared_noise"]
+
+
+def _run(pipe, strategy, n, *, batch_size=1, seed=0, steps=2, labels=None, guidance=None,
+         **options):
+    opts = lv.LongVideoOptions.resolve(strategy, pipe.config, **options)
+    stats = lv.LongVideoStats()
+    chunks = list(lv.generate_chunks(pipe, n, opts, steps=steps, batch_size=batch_size,
+                                     seed=seed, labels=labels, guidance_scale=guidance,
+                                     stats=stats))
+    return np.concatenate(chunks, axis=1), chunks, stats
+
+
+class Spy:
+    """Records every model forward's inputs (the model is not changed)."""
+
+    def __init__(self, pipe, monkeypatch):
+        self.calls = []
+        model = pipe.model
+        inner = model.forward
+
+        def forward(x, t, label=None, context=None, context_mask=None):
+            self.calls.append({"x": x.clone(), "label": None if label is None else label.clone(),
+                               "context": None if context is None else context.clone(),
+                               "mask": None if context_mask is None else context_mask.clone()})
+            return inner(x, t, label=label, context=context, context_mask=context_mask)
+
+        monkeypatch.setattr(model, "forward", forward)
+
+
+@pytest.mark.parametrize("strategy", ALL)
+def test_length_batch_and_determinism(pipe, strategy):
+    # 11 frames: not a multiple of the window (4), the stride (2) or L − S (2) + first window.
+    a, chunks, _ = _run(pipe, strategy, 11, batch_size=2, seed=5)
+    b, _, _ = _run(pipe, strategy, 11, batch_size=2, seed=5)
+    c, _, _ = _run(pipe, strategy, 11, batch_size=2, seed=6)
+    assert a.shape == (2, 11, 16, 16, 3) and a.dtype == np.uint8
+    assert all(ch.shape[1] >= 1 for ch in chunks)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a[0], a[1])  # the two videos are different samples
+
+
+@pytest.mark.parametrize("strategy", ALL)
+def test_videos_share_every_forward(pipe, strategy):
+    _, _, one = _run(pipe, strategy, 13, batch_size=1)
+    _, _, three = _run(pipe, strategy, 13, batch_size=3)
+    assert three.forwards == one.forwards  # more videos: more rows, not more calls
+    assert three.rows == [3 * r for r in one.rows]
+
+
+@pytest.mark.parametrize("strategy", ["autoregressive", "sliding", "keyframes"])
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_one_window_equals_plain_generate(pipe, strategy, n):
+    plain = pipe.generate(num_frames=n, steps=3, seed=2, progress=False)
+    long = pipe.generate(num_frames=n, steps=3, seed=2, progress=False, long_video=strategy)
+    np.testing.assert_array_equal(long.frames, plain.frames)
+
+
+def test_autoregressive_conditions_on_the_last_frames(pipe, monkeypatch):
+    spy = Spy(pipe, monkeypatch)
+    steps, S, L = 2, 2, 4
+    frames, chunks, stats = _run(pipe, "autoregressive", 9, steps=steps, context_frames=S,
+                                 context_guidance=1.0)
+    assert [c.shape[1] for c in chunks] == [4, 2, 2, 1]
+    assert stats.windows == 4 and stats.forwards == 4 * steps
+    known = (frames.astype(np.float32) / 127.5 - 1.0).transpose(0, 1, 4, 2, 3)  # [B, F, C, H, W]
+    for w, start in enumerate(lv.autoregressive.plan(9, L, S)):
+        for call in spy.calls[w * steps : (w + 1) * steps]:
+            assert call["x"].shape[0] == 1  # s = 1: no unconditioned rows
+            if w == 0:
+                assert call["context"] is None
+                continue
+            assert call["mask"].tolist() == [[1.0, 1.0, 0.0, 0.0]]
+            ctx = call["context"][0, :S].numpy()
+            np.testing.assert_allclose(ctx, known[0, start : start + S], atol=1 / 127.5 + 1e-6)
+
+
+def test_context_and_label_guidance_rows(pipe, monkeypatch):
+    spy = Spy(pipe, monkeypatch)
+    lab = torch.tensor([1, 2])
+    # Context guidance only: [no context; context], labels kept on both halves.
+    _run(pipe, "autoregressive", 6, batch_size=2, labels=lab, context_guidance=2.0)
+    later = [c for c in spy.calls if c["context"] is not None]
+    assert later and all(c["x"].shape[0] == 4 for c in later)
+    assert later[0]["mask"][:2].sum() == 0 and later[0]["mask"][2:].sum() == 4
+    assert later[0]["label"].tolist() == [1, 2, 1, 2]
+    # Both: one forward of 3B rows [no context, null; context, null; context, label].
+    spy.calls.clear()
+    _run(pipe, "autoregressive", 6, batch_size=2, labels=lab, guidance=3.0, context_guidance=2.0)
+    first = [c for c in spy.calls if c["context"] is None]
+    later = [c for c in spy.calls if c["context"] is not None]
+    assert all(c["x"].shape[0] == 4 for c in first)  # first window: label guidance only
+    assert all(c["x"].shape[0] == 6 for c in later)
+    assert later[0]["label"].tolist() == [4, 4, 4, 4, 1, 2]
+    assert later[0]["mask"].sum(dim=1).tolist() == [0, 0, 2, 2, 2, 2]
+
+
+def test_autoregressive_cost_formula(pipe):
+    steps, n = 3, 4 + 2 * 20  # 21 windows
+    _, _, stats = _run(pipe, "autoregressive", n, steps=steps, context_guidance=1.5)
+    # first window: 4 frames x 1 row; the others: 4 frames x 2 rows (context guidance)
+    assert stats.frame_evals == steps * (4 + 20 * 4 * 2)
+
+
+def _multidiffusion_reference(pipe, n, L, stride, steps, seed):
+    """Per-window DDIM updates averaged over the windows covering each frame (the definition)."""
+    gen = torch.Generator().manual_seed(seed)
+    src = lv.NoiseSource(1, (3, 16, 16), gen, None, torch.device("cpu"), torch.float32)
+    x = src.draw(n)
+    ts = pipe.schedule.timesteps(steps, "trailing").tolist()
+    ab = [float(pipe.schedule.alphas_cumprod[t]) for t in ts] + [1.0]
+    starts = lv.sliding.plan(n, L, stride)
+    for i, t in enumerate(ts):
+        acc = torch.zeros_like(x)
+        cnt = torch.zeros(n)
+        for s in starts:
+            xw = x[:, s : s + L]
+            with torch.inference_mode():
+                out = pipe.model(xw, torch.tensor([float(t)]))
+            xp = reference.ddim_step(xw, out, ab[i], ab[i + 1],
+                                     prediction_type=pipe.config.prediction_type)
+            acc[:, s : s + L] += xp
+            cnt[s : s + L] += 1
+        x = acc / cnt[None, :, None, None, None]
+    return x
+
+
+@pytest.mark.parametrize("n, stride", [(7, 2), (10, 3), (9, 4)])
+def test_sliding_is_multidiffusion(pipe, n, stride):
+    steps, seed, L = 3, 4, 4
+    opts = lv.LongVideoOptions.resolve("sliding", pipe.config, stride=stride, window_batch=64)
+    gen = torch.Generator().manual_seed(seed)
+    stats = lv.LongVideoStats()
+    src = lv.NoiseSource(1, (3, 16, 16), gen, None, torch.device("cpu"), torch.float32)
+    den = lv.Denoiser(pipe, steps=steps, sampler="ddim", eta=0.0, spacing="trailing",
+                      guidance_scale=None, generator=gen, stats=stats)
+    with torch.inference_mode():
+        got = torch.cat(list(lv.sliding.generate_latents(den, src, n, opts, None)), dim=1)
+    want = _multidiffusion_reference(pipe, n, L, stride, steps, seed)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+    assert stats.forwards == steps  # all windows of a step in one forward
+    windows = len(lv.sliding.plan(n, L, stride))
+    assert stats.rows == [windows] * steps
+    # A smaller window_batch splits a step into ceil(windows / window_batch) forwards.
+    _, _, small = _run(pipe, "sliding", n, steps=steps, stride=stride, window_batch=2)
+    assert small.forwards == steps * math.ceil(windows / 2)
+
+
+def test_sliding_covers_every_frame(pipe):
+    for n, stride in [(5, 1), (9, 4), (10, 3), (4, 4), (17, 4)]:
+        starts = lv.sliding.plan(n, 4, stride)
+        covered = set()
+        for s in starts:
+            covered.update(range(s, s + 4))
+        assert covered == set(range(max(n, 4)))
+        assert all(b - a <= stride for a, b in itertools.pairwise(starts))
+
+
+def test_shared_noise_decomposition():
+    gen = torch.Generator().manual_seed(0)
+    cpu = torch.device("cpu")
+    same = lv.NoiseSource(2, (3, 8, 8), gen, 1.0, cpu, torch.float32)
+    a, b = same.draw(3), same.draw(2)
+    assert torch.equal(a[:, :1].expand(-1, 3, -1, -1, -1), a) and torch.equal(a[:, :2], b)
+    assert not torch.equal(a[0], a[1])  # one base noise per video
+    half = lv.NoiseSource(1, (3, 64, 64), gen, 0.5, cpu, torch.float32)
+    x = half.draw(2).reshape(2, -1)
+    assert abs(float(x.var(dim=1).mean()) - 1.0) < 0.05  # still N(0, I) per frame
+    assert abs(float(torch.corrcoef(x)[0, 1]) - 0.5) < 0.05
+    iid = lv.NoiseSource(1, (3, 64, 64), gen, 0.0, cpu, torch.float32).draw(2).reshape(2, -1)
+    assert abs(float(torch.corrcoef(iid)[0, 1])) < 0.05
+
+
+def test_shared_noise_alone_is_independent_windows_from_shared_noise(pipe, monkeypatch):
+    spy = Spy(pipe, monkeypatch)
+    _run(pipe, "shared_noise", 12, steps=1, shared_noise_lambda=1.0)
+    # λ = 1: every frame of every window starts from the same base noise.
+    first = [c["x"] for c in spy.calls]
+    assert len(first) == 3
+    assert all(torch.equal(first[0], x) for x in first)
+    assert all(c["context"] is None for c in spy.calls)
+
+
+def test_keyframes_fill_with_both_ends_known(pipe, monkeypatch):
+    spy = Spy(pipe, monkeypatch)
+    steps, L, n = 2, 4, 12  # keyframes 0, 3, 6, 9; frames 10, 11 from the keyframe pass
+    frames, _, _ = _run(pipe, "keyframes", n, steps=steps, window_batch=2,
+                                 context_guidance=1.0)
+    assert frames.shape[1] == n
+    fills = [c for c in spy.calls if c["mask"] is not None and c["mask"][0, -1] == 1]
+    assert fills and all(c["mask"][:, 1:-1].sum() == 0 and c["mask"][:, 0].all() for c in fills)
+    assert [c["x"].shape[0] for c in fills] == [2] * steps + [1] * steps  # 3 gaps, batch of 2
+    known = (frames.astype(np.float32) / 127.5 - 1.0).transpose(0, 1, 4, 2, 3)[0]
+    ends = torch.cat([fills[0]["context"][:, [0, -1]], fills[-1]["context"][:, [0, -1]]])
+    keys = [0, 3, 3, 6, 6, 9]
+    np.testing.assert_allclose(ends.reshape(6, 3, 16, 16).numpy(), known[keys],
+                               atol=1 / 127.5 + 1e-6)
+    assert lv.keyframes.boundaries(n, L) == [3, 4, 6, 7, 9]
+
+
+def test_model_without_context_runs_sliding_and_shared_noise(lv_nocontext_dir):
+    pipe = vdengine.load(lv_nocontext_dir, device="cpu")
+    for strategy in ("sliding", "shared_noise", "sliding+shared_noise"):
+        video = pipe.generate(num_frames=9, steps=2, progress=False, long_video=strategy)
+        assert video.frames.shape == (1, 9, 16, 16, 3)
+
+
+def test_label_guidance_passes_through(pipe):
+    a = pipe.generate(num_frames=9, steps=2, progress=False, long_video="sliding", label=1,
+                      guidance_scale=3.0)
+    b = pipe.generate(num_frames=9, steps=2, progress=False, long_video="sliding", label=2,
+                      guidance_scale=3.0)
+    assert a.frames.shape == (1, 9, 16, 16, 3) and not np.array_equal(a.frames, b.frames)
