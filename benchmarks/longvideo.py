@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/longvideo.py                 # 4 strategies x 32, 64, 256, 1024
     PYTHONPATH=. python benchmarks/longvideo.py --quick         # 32 and 128 frames, 4 steps
-    PYTHONPATH=. python benchmarks/longvideo.py --json benchmarks/results/longvideo_cpu.json
+    PYTHONPATH=. python benchmarks/longvideo.py --json benchmarks/results/longvideo-cpu.json
 
 Each (strategy, length) runs in a fresh subprocess, so peaks never mix. In it: load the model,
 warm up with one window, reset the peak (Linux /proc/self/clear_refs, else the lifetime peak
@@ -17,9 +17,10 @@ Columns:
 - peak MB: peak RSS during generation (CPU) or torch.cuda.max_memory_allocated (CUDA);
   peak ratio: versus the same strategy's run at two windows (32 frames for a 16-frame model).
 - permanence .. background: vdengine.metrics.evaluate over the whole video.
-- seam: mean ball-centroid jump (px) between consecutive frames from two different windows
-  (vdengine.longvideo.boundaries) divided by the mean jump inside windows; 1 = no visible seam.
-  Only clean centroid pairs (ball present and touching no other ball in both frames) count.
+- seam ratio: mean ball-centroid jump (px) between consecutive frames from two different
+  windows (vdengine.longvideo.boundaries) divided by the mean jump inside windows; 1 = no
+  visible seam. Per colour, pairs where its blob is present and touches no other in both frames.
+- diff ratio: the same ratio for the mean absolute frame difference (no ball detection needed).
 
 Timings are taken side by side on one machine; the JSON records the device, versions and commit.
 """
@@ -73,9 +74,13 @@ def _peak_rss_mb() -> float:
 
 
 def seam_measure(frames, boundaries: list[int]) -> dict:
-    """Ball-centroid jumps across window boundaries versus inside windows.
+    """How much more the video changes across window boundaries than inside windows.
 
     frames: uint8 [B, F, H, W, 3]; boundaries: frames f whose pair (f − 1, f) crosses windows.
+    Two measures, each as (mean at boundary pairs, mean at the other pairs, their ratio):
+    - centroid jump (px): per palette colour whose largest blob is present and touches no other
+      colour in both frames (a local track: no whole-video ball identity is needed);
+    - frame difference: mean |frame_f − frame_{f−1}| over pixels and channels (0..255).
     """
     import numpy as np
 
@@ -84,21 +89,28 @@ def seam_measure(frames, boundaries: list[int]) -> dict:
     s = ball_stats(frames)
     cen, touching = s["centroid"], s["touching"]  # [B, F, K, 2], [B, F, K]
     f = cen.shape[1]
-    present = ~np.isnan(cen[..., 0])
-    balls = present.sum(axis=1) * 2 > f  # [B, K]: colours present in most frames
-    clean = present & ~touching & balls[:, None, :]
+    clean = ~np.isnan(cen[..., 0]) & ~touching
     pair = clean[:, 1:] & clean[:, :-1]  # [B, F−1, K]: pair (f−1, f) at index f−1
     jump = np.hypot(*(cen[:, 1:] - cen[:, :-1]).transpose(3, 0, 1, 2))
     is_b = np.zeros(f - 1, bool)
-    idx = [x - 1 for x in boundaries if 1 <= x < f]
-    is_b[idx] = True
+    is_b[[x - 1 for x in boundaries if 1 <= x < f]] = True
     jb = jump[pair & is_b[None, :, None]]
     ji = jump[pair & ~is_b[None, :, None]]
-    mb = float(jb.mean()) if jb.size else math.nan
-    mi = float(ji.mean()) if ji.size else math.nan
-    return {"boundary_jump": mb, "inside_jump": mi,
-            "seam_ratio": mb / mi if ji.size and jb.size and mi > 0 else math.nan,
-            "boundary_pairs": int(jb.size), "inside_pairs": int(ji.size)}
+    diff = np.stack([np.abs(frames[:, i].astype(np.int16) - frames[:, i - 1]).mean(axis=(1, 2, 3))
+                     for i in range(1, f)], axis=1)  # [B, F − 1]
+    db, di = diff[:, is_b], diff[:, ~is_b]
+
+    def mean(x):
+        return float(x.mean()) if x.size else math.nan
+
+    def ratio(a, b):
+        return a / b if b > 0 else math.nan  # NaN propagates from empty means
+
+    out = {"boundary_jump": mean(jb), "inside_jump": mean(ji), "boundary_pairs": int(jb.size),
+           "inside_pairs": int(ji.size), "boundary_diff": mean(db), "inside_diff": mean(di)}
+    out["seam_ratio"] = ratio(out["boundary_jump"], out["inside_jump"])
+    out["diff_ratio"] = ratio(out["boundary_diff"], out["inside_diff"])
+    return out
 
 
 def worker(spec: dict) -> dict:
@@ -154,6 +166,7 @@ def worker(spec: dict) -> dict:
         "window": opts.window, "context_frames": opts.context_frames,
         "context_guidance": opts.context_guidance, "stride": opts.stride,
         "noise_lambda": opts.noise_lambda, "window_batch": opts.window_batch,
+        "blend": opts.blend if opts.strategy == "sliding" else None,
         "frame_evals_per_frame": stats.frame_evals / (b * n),
         "forwards": stats.forwards, "max_rows": max(stats.rows), "windows": stats.windows,
         "wall_s": wall, "wall_s_per_frame": wall / n,
@@ -199,7 +212,7 @@ def table(rows: list[dict]) -> str:
             ("permanence", "permanence_rate", 2), ("count cons.", "count_consistency_rate", 2),
             ("smooth", "smoothness", 3), ("speed", "speed", 2), ("purity", "purity", 3),
             ("jump in", "inside_jump", 2), ("jump seam", "boundary_jump", 2),
-            ("seam ratio", "seam_ratio", 2)]
+            ("seam ratio", "seam_ratio", 2), ("diff ratio", "diff_ratio", 2)]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |",
              "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
@@ -226,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-frames", type=int, default=None)
     p.add_argument("--stride", type=int, default=None)
     p.add_argument("--window-batch", type=int, default=None)
+    p.add_argument("--blend", default=None, help="sliding: triangular (default) or uniform")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--quick", action="store_true", help="short lengths, 4 steps: a smoke run")
     p.add_argument("--json", help="write the rows and the environment here")
@@ -255,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             options["context_frames"] = args.context_frames
         if strategy.startswith("sliding") and args.stride is not None:
             options["stride"] = args.stride
+        if strategy.startswith("sliding") and args.blend is not None:
+            options["blend"] = args.blend
         if args.window_batch is not None and strategy.split("+")[0] in ("sliding", "keyframes"):
             options["window_batch"] = args.window_batch
         base_peak = None
@@ -278,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['strategy']:>28} {n:5d} frames: {row['frame_evals_per_frame']:.1f} "
                   f"evals/frame, {row['wall_s_per_frame']:.4f} s/frame, "
                   f"peak {row['peak_mb']:.0f} MB (x{row['peak_ratio']:.2f}), "
-                  f"seam ratio {row['seam_ratio']:.2f}", file=sys.stderr, flush=True)
+                  f"seam ratio {row['seam_ratio']:.2f}, diff ratio {row['diff_ratio']:.2f}",
+                  file=sys.stderr, flush=True)
     print(table(rows))
     if args.json:
         out = {"benchmark": "longvideo", "model": args.model, "steps": steps,

@@ -144,6 +144,7 @@ class Pipeline:
         stride: int | None = None,
         shared_noise_lambda: float | None = None,
         window_batch: int | None = None,
+        blend: str | None = None,
     ) -> Video | Path:
         """Sample `batch_size` videos of `num_frames` frames in `steps` denoiser evaluations.
 
@@ -155,8 +156,9 @@ class Pipeline:
         "shared_noise", or one of the first three + "+shared_noise". Options (None = the
         strategy's default; an option the strategy does not use is an error): `context_frames`
         S (2) and `context_guidance` s (1.5) for autoregressive/keyframes, `window` L (the
-        model's), `stride` (L // 2) for sliding, `shared_noise_lambda` λ (0.5), `window_batch`
-        (windows per forward for sliding / keyframe gaps, 2). With `output`, frames are encoded
+        model's), `stride` (L // 2) and `blend` ("triangular" | "uniform") for sliding,
+        `shared_noise_lambda` λ (0.5), `window_batch` (windows per forward for sliding /
+        keyframe gaps, 2). With `output`, frames are encoded
         as windows finish and released: memory does not grow with num_frames.
         """
         _check_positive_int("num_frames", num_frames)
@@ -168,7 +170,8 @@ class Pipeline:
             raise ValueError(f"steps must be <= {self.schedule.num_train_timesteps}, got {steps}")
         long_options = {"context_frames": context_frames, "context_guidance": context_guidance,
                         "window": window, "stride": stride,
-                        "shared_noise_lambda": shared_noise_lambda, "window_batch": window_batch}
+                        "shared_noise_lambda": shared_noise_lambda, "window_batch": window_batch,
+                        "blend": blend}
         if long_video is None:
             for key, value in long_options.items():
                 if value is not None:
@@ -256,6 +259,7 @@ def generate(
     stride: int | None = None,
     shared_noise_lambda: float | None = None,
     window_batch: int | None = None,
+    blend: str | None = None,
     backend: str = "torch",
     onnx: str | Path | None = None,
 ) -> Video | Path:
@@ -268,4 +272,4 @@ def generate(
         guidance_scale=guidance_scale, label=label, progress=progress, long_video=long_video,
         output=output, upscale=upscale, context_frames=context_frames,
         context_guidance=context_guidance, window=window, stride=stride,
-        shared_noise_lambda=shared_noise_lambda, window_batch=window_batch)
+        shared_noise_lambda=shared_noise_lambda, window_batch=window_batch, blend=blend)

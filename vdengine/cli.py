@@ -51,6 +51,9 @@ def _add_generate(sub) -> None:
                     help="shared_noise: base-noise share λ in [0, 1] (default 0.5)")
     lv.add_argument("--window-batch", type=int, default=None, metavar="N",
                     help="sliding/keyframes: windows stacked in one forward (default 2)")
+    lv.add_argument("--blend", default=None, choices=("triangular", "uniform"),
+                    help="sliding: weights of the overlap average (default triangular; uniform "
+                         "= MultiDiffusion's plain mean)")
 
 
 def _run_generate(args) -> int:
@@ -68,7 +71,7 @@ def _run_generate(args) -> int:
     long_options = {"context_frames": args.context_frames,
                     "context_guidance": args.context_guidance, "window": args.window,
                     "stride": args.stride, "shared_noise_lambda": args.shared_noise_lambda,
-                    "window_batch": args.window_batch}
+                    "window_batch": args.window_batch, "blend": args.blend}
     if args.long_video is not None or any(v is not None for v in long_options.values()):
         # Streamed: frames are encoded as windows finish; the video is never held whole.
         path = pipe.generate(

@@ -36,6 +36,8 @@ from vdengine import longvideo as lv
         ({"long_video": "sliding", "window": 5}, ValueError, "window"),
         ({"long_video": "keyframes", "window": 2}, ValueError, "window"),
         ({"long_video": "sliding", "window_batch": 0}, ValueError, "window_batch"),
+        ({"long_video": "sliding", "blend": "gaussian"}, ValueError, "blend"),
+        ({"long_video": "keyframes", "blend": "uniform"}, ValueError, "blend"),
         # Options that the strategy would silently ignore.
         ({"long_video": "autoregressive", "stride": 2}, ValueError, "stride"),
         ({"long_video": "sliding", "context_frames": 1}, ValueError, "context_frames"),
@@ -77,8 +79,8 @@ def test_options_resolve_defaults(lv_model_dir):
     assert (ar.window, ar.context_frames, ar.context_guidance, ar.stride, ar.noise_lambda) == (
         4, 2, 1.5, None, None)
     sl = lv.LongVideoOptions.resolve("sliding+shared_noise", cfg)
-    assert (sl.strategy, sl.stride, sl.noise_lambda, sl.name) == (
-        "sliding", 2, 0.5, "sliding+shared_noise")
+    assert (sl.strategy, sl.stride, sl.noise_lambda, sl.name, sl.blend) == (
+        "sliding", 2, 0.5, "sliding+shared_noise", "triangular")
     sn = lv.LongVideoOptions.resolve(("shared_noise",), cfg, shared_noise_lambda=0.25)
     assert (sn.strategy, sn.noise_lambda, sn.name) == ("shared_noise", 0.25, "shared_noise")
     again = lv.LongVideoOptions.resolve(sl, cfg, stride=3)

@@ -81,6 +81,7 @@ def test_autoregressive_conditions_on_the_last_frames(pipe, monkeypatch):
     assert [c.shape[1] for c in chunks] == [4, 2, 2, 1]
     assert stats.windows == 4 and stats.forwards == 4 * steps
     known = (frames.astype(np.float32) / 127.5 - 1.0).transpose(0, 1, 4, 2, 3)  # [B, F, C, H, W]
+    timesteps = pipe.schedule.timesteps(steps, "trailing").tolist()
     for w, start in enumerate(lv.autoregressive.plan(9, L, S)):
         for call in spy.calls[w * steps : (w + 1) * steps]:
             assert call["x"].shape[0] == 1  # s = 1: no unconditioned rows
@@ -90,6 +91,13 @@ def test_autoregressive_conditions_on_the_last_frames(pipe, monkeypatch):
             assert call["mask"].tolist() == [[1.0, 1.0, 0.0, 0.0]]
             ctx = call["context"][0, :S].numpy()
             np.testing.assert_allclose(ctx, known[0, start : start + S], atol=1 / 127.5 + 1e-6)
+        if w > 0:  # the known frames enter x_t noised with one ε, as in training
+            eps = []
+            for call, t in zip(spy.calls[w * steps : (w + 1) * steps], timesteps):
+                ab = float(pipe.schedule.alphas_cumprod[t])
+                ctx = call["context"][:, :S]
+                eps.append((call["x"][:, :S] - ab**0.5 * ctx) / (1 - ab) ** 0.5)
+            torch.testing.assert_close(eps[0], eps[1], atol=1e-4, rtol=1e-4)
 
 
 def test_context_and_label_guidance_rows(pipe, monkeypatch):
@@ -119,8 +127,9 @@ def test_autoregressive_cost_formula(pipe):
     assert stats.frame_evals == steps * (4 + 20 * 4 * 2)
 
 
-def _multidiffusion_reference(pipe, n, L, stride, steps, seed):
-    """Per-window DDIM updates averaged over the windows covering each frame (the definition)."""
+def _multidiffusion_reference(pipe, n, L, stride, steps, seed, weights):
+    """Per-window DDIM updates averaged over the windows covering each frame (the definition),
+    weighted by `weights` [L] (ones: MultiDiffusion's plain mean)."""
     gen = torch.Generator().manual_seed(seed)
     src = lv.NoiseSource(1, (3, 16, 16), gen, None, torch.device("cpu"), torch.float32)
     x = src.draw(n)
@@ -136,16 +145,19 @@ def _multidiffusion_reference(pipe, n, L, stride, steps, seed):
                 out = pipe.model(xw, torch.tensor([float(t)]))
             xp = reference.ddim_step(xw, out, ab[i], ab[i + 1],
                                      prediction_type=pipe.config.prediction_type)
-            acc[:, s : s + L] += xp
-            cnt[s : s + L] += 1
+            acc[:, s : s + L] += xp * weights[None, :, None, None, None]
+            cnt[s : s + L] += weights
         x = acc / cnt[None, :, None, None, None]
     return x
 
 
+@pytest.mark.parametrize("blend, weights", [("uniform", [1.0, 1.0, 1.0, 1.0]),
+                                            ("triangular", [1.0, 2.0, 2.0, 1.0])])
 @pytest.mark.parametrize("n, stride", [(7, 2), (10, 3), (9, 4)])
-def test_sliding_is_multidiffusion(pipe, n, stride):
+def test_sliding_is_multidiffusion(pipe, n, stride, blend, weights):
     steps, seed, L = 3, 4, 4
-    opts = lv.LongVideoOptions.resolve("sliding", pipe.config, stride=stride, window_batch=64)
+    opts = lv.LongVideoOptions.resolve("sliding", pipe.config, stride=stride, window_batch=64,
+                                       blend=blend)
     gen = torch.Generator().manual_seed(seed)
     stats = lv.LongVideoStats()
     src = lv.NoiseSource(1, (3, 16, 16), gen, None, torch.device("cpu"), torch.float32)
@@ -153,7 +165,7 @@ def test_sliding_is_multidiffusion(pipe, n, stride):
                       guidance_scale=None, generator=gen, stats=stats)
     with torch.inference_mode():
         got = torch.cat(list(lv.sliding.generate_latents(den, src, n, opts, None)), dim=1)
-    want = _multidiffusion_reference(pipe, n, L, stride, steps, seed)
+    want = _multidiffusion_reference(pipe, n, L, stride, steps, seed, torch.tensor(weights))
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
     assert stats.forwards == steps  # all windows of a step in one forward
     windows = len(lv.sliding.plan(n, L, stride))

@@ -132,6 +132,7 @@ def test_cli_long_video(lv_model_dir, tmp_path, capsys):
         (["--long-video", "zigzag"], "long_video"),
         (["--long-video", "sliding", "--stride", "0"], "stride"),
         (["--long-video", "sliding", "--stride", "9"], "stride"),
+        (["--long-video", "autoregressive", "--blend", "uniform"], "blend"),
         (["--long-video", "autoregressive", "--context-frames", "4"], "context_frames"),
         (["--long-video", "shared_noise", "--shared-noise-lambda", "2"], "shared_noise_lambda"),
         (["--stride", "2"], "long_video"),

@@ -9,7 +9,9 @@ clip known); its L − S other frames are new. Context guidance (Video LDM, Eq. 
     f'(z; c_S) = f(z) + s·(f(z; c_S) − f(z)),   s >= 1,
 
 with both terms in one forward ([no context; context] rows stacked on the batch axis, combined
-by the fused sampler op). s = 1 is plain conditioning and skips the unconditioned rows.
+by the fused sampler op). s = 1 is plain conditioning and skips the unconditioned rows. As in
+training, the known frames also enter the noisy input x_t noised to the step's level
+(`Denoiser._replacing`), rather than as the sampler's own estimate of them.
 
 Cost per output frame: steps × L/(L − S) × (2 if s ≠ 1 else 1) frame-evaluations (label
 guidance: ×2, or ×3 together with context guidance); 16-frame windows with S = 2 and s = 1.5 at

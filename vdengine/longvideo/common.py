@@ -35,6 +35,8 @@ CONTEXT_STRATEGIES = ("autoregressive", "keyframes")
 DEFAULT_CONTEXT_FRAMES = 2
 DEFAULT_CONTEXT_GUIDANCE = 1.5
 DEFAULT_NOISE_LAMBDA = 0.5
+DEFAULT_BLEND = "triangular"
+BLENDS = ("triangular", "uniform")
 #: Windows (sliding) or gaps (keyframes) per forward. 2 keeps the largest forward of a long video
 #: the same as at two windows (flat peak memory); raise it for throughput on a GPU.
 DEFAULT_WINDOW_BATCH = 2
@@ -102,6 +104,7 @@ class LongVideoOptions:
         noise_lambda: λ of VideoFusion's shared base noise √λ·b + √(1−λ)·r_i, or None for
             independent noise per frame.
         window_batch: most windows stacked in one forward (sliding windows, keyframe gaps).
+        blend: sliding only: "triangular" (default) or "uniform" weights of the overlap average.
     """
 
     strategy: str
@@ -111,6 +114,7 @@ class LongVideoOptions:
     stride: int | None = None
     noise_lambda: float | None = None
     window_batch: int = DEFAULT_WINDOW_BATCH
+    blend: str = DEFAULT_BLEND
 
     @property
     def name(self) -> str:
@@ -131,6 +135,7 @@ class LongVideoOptions:
         stride: int | None = None,
         shared_noise_lambda: float | None = None,
         window_batch: int | None = None,
+        blend: str | None = None,
     ) -> LongVideoOptions:
         """Validate a generate(long_video=..., ...) request for a model; ValueError/TypeError
         naming the argument. None means the strategy's default; an option the strategy does not
@@ -146,6 +151,7 @@ class LongVideoOptions:
             if shared_noise_lambda is None:
                 shared_noise_lambda = base.noise_lambda
             window_batch = base.window_batch if window_batch is None else window_batch
+            blend = base.blend if blend is None else blend
         else:
             strategy, shared = parse_strategy(long_video)
         name = f"{strategy}+shared_noise" if shared and strategy != "shared_noise" else strategy
@@ -190,10 +196,15 @@ class LongVideoOptions:
             if not 1 <= st <= L:
                 raise ValueError(f"stride must be in [1, window={L}] (windows must touch or "
                                  f"overlap), got {st}")
+            bl = DEFAULT_BLEND if blend is None else blend
+            if bl not in BLENDS:
+                raise ValueError(f"blend must be one of {BLENDS}, got {bl!r}")
         else:
             if stride is not None and not isinstance(long_video, LongVideoOptions):
                 raise unused("stride", "'sliding'")
-            st = None
+            if blend is not None and not isinstance(long_video, LongVideoOptions):
+                raise unused("blend", "'sliding'")
+            st, bl = None, DEFAULT_BLEND
 
         lam = None
         if shared:
@@ -208,7 +219,7 @@ class LongVideoOptions:
         if wb < 1:
             raise ValueError(f"window_batch must be >= 1, got {wb}")
         return cls(strategy=strategy, window=L, context_frames=S, context_guidance=s,
-                   stride=st, noise_lambda=lam, window_batch=wb)
+                   stride=st, noise_lambda=lam, window_batch=wb, blend=bl)
 
 
 @dataclass
@@ -267,6 +278,10 @@ class Denoiser:
         self.generator = generator
         self.stats = stats
         self.null = self.config.num_classes if self.config.num_classes > 0 else None
+        self._alpha_bar: Tensor | None = None
+
+    #: Replace the model's input at known frames by the noised known frames (see _replacing).
+    replace_known: bool = True
 
     def forward(self, x: Tensor, t: Tensor, label: Tensor | None, context: Tensor | None,
                 mask: Tensor | None) -> Tensor:
@@ -329,10 +344,35 @@ class Denoiser:
                 u, c, cy = out.chunk(3)
                 return (u + s * (c - u) + g * (cy - c)).contiguous()
             scale = None
+        if context is not None and self.replace_known:
+            model_fn = self._replacing(model_fn, x, context, mask)
         return self.sample_fn(
             model_fn, x, self.pipe.schedule, self.steps, spacing=self.spacing,
             prediction_type=self.config.prediction_type, guidance_scale=scale,
             generator=self.generator, disable=True, **self.sampler_kwargs)
+
+    def _replacing(self, model_fn, x: Tensor, context: Tensor, mask: Tensor):
+        """Feed the model x_t = √ᾱ_t·c + √(1−ᾱ_t)·ε at the known frames, as in training (there
+        every frame of x_t is the noised clip, the known ones included); ε = the window's
+        initial noise, so this is the DDIM path of a denoiser that reproduces c exactly. The
+        sampler's own state at those frames is never fed back (their output is discarded)."""
+        if self._alpha_bar is None or self._alpha_bar.device != x.device:
+            self._alpha_bar = self.pipe.schedule.alphas_cumprod.to(x.device, torch.float32)
+        table = self._alpha_bar
+        eps = x.clone()
+        known = mask[:, :, None, None, None].to(x.dtype)
+        rows = x.shape[0]
+
+        def replaced(x_in: Tensor, t_in: Tensor) -> Tensor:
+            ab = table[t_in[:1].long()].to(x.dtype)  # [1], gathered on the device: no sync
+            noised = ab.sqrt() * context + (1.0 - ab).sqrt() * eps
+            k = known
+            if x_in.shape[0] != rows:  # guidance halves: [x; x]
+                reps = x_in.shape[0] // rows
+                noised, k = repeat_rows(noised, reps), repeat_rows(k, reps)
+            return model_fn(torch.lerp(x_in, noised, k), t_in)
+
+        return replaced
 
 
 def repeat_rows(t: Tensor | None, times: int) -> Tensor | None:

@@ -6,14 +6,17 @@ The whole video's latent x_t [B, N, C, H, W] is denoised jointly. At every step 
 of the stride) are each denoised by the model and the per-window updates are averaged where the
 windows overlap: MultiDiffusion's closed-form solution, x_{t−1}[f] = mean over windows w ∋ f of
 Φ(x_t[w])[f].
+With ``blend="triangular"`` (the default) the mean is weighted by each frame's position in its
+window, w_i = min(i + 1, L − i), so a frame near a window's edge is mostly decided by the window
+it is central in; ``blend="uniform"`` is MultiDiffusion's plain mean.
 
 Implementation: the samplers' updates (DDIM, DPM-Solver++(2M) and DDPM are affine in the model
 output for a fixed x_t and step; the guidance combine u + g·(c − u) is affine too) commute with
-the average, so averaging the *model outputs* per frame and applying one fused update to the whole
-latent equals averaging the windows' updates. The window split therefore lives in the model
-callable handed to the ordinary sampler: per step it stacks up to `window_batch` windows (× the
-B videos × the guidance rows) on the batch axis of one forward, then averages. With
-window_batch >= the number of windows a step is exactly one forward.
+the (weighted) average, so averaging the *model outputs* per frame and applying one fused
+update to the whole latent equals averaging the windows' updates. The window split therefore
+lives in the model callable handed to the ordinary sampler: per step it stacks up to
+`window_batch` windows (× the B videos × the guidance rows) on the batch axis of one forward,
+then averages. With window_batch >= the number of windows a step is exactly one forward.
 
 Cost per output frame: steps × (windows × L / N ≈ L/stride) × (2 with label guidance)
 frame-evaluations (16-frame windows, stride 8, 8 steps: ≈ 16). Memory: unlike the other
@@ -32,10 +35,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from vdengine.longvideo.common import Denoiser, LongVideoOptions, chunks, repeat_rows
+from vdengine.longvideo.common import BLENDS, Denoiser, LongVideoOptions, chunks, repeat_rows
 from vdengine.longvideo.noise import NoiseSource
 
-__all__ = ["boundaries", "generate_latents", "plan"]
+__all__ = ["BLENDS", "blend_weights", "boundaries", "generate_latents", "plan"]
 
 
 def plan(num_frames: int, window: int, stride: int) -> list[int]:
@@ -47,6 +50,17 @@ def plan(num_frames: int, window: int, stride: int) -> list[int]:
     if starts[-1] + window < num_frames:
         starts.append(num_frames - window)
     return starts
+
+
+def blend_weights(window: int, blend: str) -> Tensor:
+    """Per-frame weight of a window's output in the average: "uniform" (MultiDiffusion: 1) or
+    "triangular" (min(i + 1, L − i): a window's edge frames count least, so the hand-over
+    from one window to the next is gradual)."""
+    if blend == "uniform":
+        return torch.ones(window)
+    if blend == "triangular":
+        return torch.tensor([float(min(i + 1, window - i)) for i in range(window)])
+    raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
 
 
 def boundaries(num_frames: int, window: int, stride: int) -> list[int]:
@@ -71,10 +85,12 @@ def generate_latents(
     groups = chunks(starts, opts.window_batch)
     den.stats.windows += len(starts)
     x = noise.draw(total)  # [B, N, C, H, W]
+    w = blend_weights(L, opts.blend if len(starts) > 1 else "uniform").to(x.device, x.dtype)
     cover = torch.zeros(total, dtype=x.dtype, device=x.device)
     for s in starts:
-        cover[s : s + L] += 1
+        cover[s : s + L] += w
     inv_cover = cover.reciprocal()[None, :, None, None, None]
+    weight = None if opts.blend == "uniform" or len(starts) == 1 else w[None, :, None, None, None]
 
     def windowed(x_in: Tensor, t_in: Tensor, label: Tensor | None, context, mask) -> Tensor:
         # x_in [R, N, C, H, W] (R = B, or 2B under label guidance); out: the per-frame mean of
@@ -85,7 +101,8 @@ def generate_latents(
             xs = torch.cat([x_in[:, s : s + L] for s in group])  # [len(group)·R, L, ...]
             o = den.forward(xs, t_in, repeat_rows(label, len(group)), None, None)
             for i, s in enumerate(group):
-                out[:, s : s + L] += o[i * rows : (i + 1) * rows]
+                part = o[i * rows : (i + 1) * rows]
+                out[:, s : s + L] += part if weight is None else part * weight
             del xs, o
         return out.mul_(inv_cover)
 
