@@ -23,5 +23,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vdengine' has no attribute {name!r}")
 
 
-__all__ = ["Pipeline", "Video", "build_info", "export_onnx", "generate", "load", "ops",
-           "__version__"]
+__all__ = [
+    "Pipeline",
+    "Video",
+    "__version__",
+    "build_info",
+    "export_onnx",
+    "generate",
+    "load",
+    "ops",
+]

@@ -24,7 +24,7 @@ def test_fewer_frames_than_window_is_a_prefix(tiny_model_dir):
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "ddpm"])
 def test_same_seed_same_frames(tiny_model_dir, sampler):
-    kw = dict(num_frames=4, steps=3, batch_size=2, sampler=sampler, progress=False)
+    kw = {"num_frames": 4, "steps": 3, "batch_size": 2, "sampler": sampler, "progress": False}
     a = vdengine.generate(tiny_model_dir, seed=11, **kw)
     b = vdengine.generate(tiny_model_dir, seed=11, **kw)
     c = vdengine.generate(tiny_model_dir, seed=12, **kw)
@@ -57,17 +57,17 @@ def test_per_video_labels(tiny_model_dir):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(num_frames=0), "num_frames"),
-        (dict(num_frames=99), "num_frames"),
-        (dict(steps=0), "steps"),
-        (dict(steps=5000), "steps"),
-        (dict(batch_size=0), "batch_size"),
-        (dict(sampler="euler"), "sampler"),
-        (dict(label=7), "label"),
-        (dict(label=[1, 2, 3]), "label"),
-        (dict(guidance_scale=2.0), "label"),
-        (dict(dtype="float16"), "dtype"),
-        (dict(device="tpu"), "device"),
+        ({"num_frames": 0}, "num_frames"),
+        ({"num_frames": 99}, "num_frames"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 5000}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"sampler": "euler"}, "sampler"),
+        ({"label": 7}, "label"),
+        ({"label": [1, 2, 3]}, "label"),
+        ({"guidance_scale": 2.0}, "label"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"device": "tpu"}, "device"),
     ],
 )
 def test_bad_arguments(tiny_model_dir, kwargs, match):

@@ -7,7 +7,6 @@ They also carry autograd, which is why training runs the models on them.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -183,7 +182,7 @@ def dpmpp_2m_step(
     d = x0
     if x0_prev is not None:
         ab_p = _per_row(alpha_bar_prev, n, x)
-        lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())  # noqa: E731
+        lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())
         second = s_n > 0
         h = torch.where(second, lam(ab_n) - lam(ab_t), torch.ones_like(ab_n))
         r = (lam(ab_t) - lam(ab_p)) / h
@@ -194,10 +193,10 @@ def dpmpp_2m_step(
 
 __all__ = [
     "PREDICTION_TYPES",
-    "posgn",
-    "temporal_attention",
+    "combine_guidance",
     "ddim_step",
     "dpmpp_2m_step",
-    "combine_guidance",
+    "posgn",
     "predict_x0_eps",
+    "temporal_attention",
 ]
