@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +45,8 @@ try:
 except ImportError:  # run from a checkout without `pip install`: use the dev build in the tree
     sys.path.insert(0, str(REPO))
     import vdengine
+from _environment import cpu_name, git_commit  # benchmarks/ is on sys.path
+
 from vdengine import ops
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -296,24 +297,7 @@ def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+    return cpu_name()
 
 
 def max_abs_diff(a, b) -> float:

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,8 @@ try:
 except ImportError:  # run from a checkout without `pip install`: use the dev build in the tree
     sys.path.insert(0, str(REPO))
     import vdengine
+from _environment import cpu_name, git_commit
+
 from vdengine.api import Pipeline
 from vdengine.models import load_model
 from vdengine.video import Video
@@ -126,27 +127,6 @@ def time_columns(runs: dict[str, Callable[[], Video]], warmup: int, repeats: int
 
 
 # ---- environment ------------------------------------------------------------------------------
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def versions() -> dict:

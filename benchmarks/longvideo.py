@@ -180,18 +180,13 @@ def worker(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------- driver
 def _environment(device: str) -> dict:
     import torch
+    from _environment import git_commit  # benchmarks/ is on sys.path
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=ROOT, capture_output=True, text=True,
-                                    check=False).stdout.strip())
-    except OSError:
-        commit, dirty = "", False
+    git = git_commit()
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-           "cpu_count": os.cpu_count(), "commit": commit, "dirty": dirty, "device": device}
+           "cpu_count": os.cpu_count(), "commit": git["commit"], "dirty": git["dirty"],
+           "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
     return env

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _environment import git_commit  # benchmarks/ is on sys.path
 
 import vdengine
 from vdengine import metrics
@@ -83,18 +83,8 @@ def environment() -> dict[str, Any]:
         env["build_info"] = vdengine.build_info()
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
         env["build_info"] = f"unavailable: {e}"
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        env["commit"] = commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        env["commit"] = None
+    git = git_commit()
+    env["commit"] = git["commit"] and git["commit"] + ("-dirty" if git["dirty"] else "")
     return env
 
 
