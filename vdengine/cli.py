@@ -68,10 +68,9 @@ def _run_generate(args) -> int:
                              backend=args.backend, onnx=args.onnx)
     except ImportError as e:  # a backend's package is missing: a one-line user error
         raise UserError(str(e)) from None
-    long_options = {"context_frames": args.context_frames,
-                    "context_guidance": args.context_guidance, "window": args.window,
-                    "stride": args.stride, "shared_noise_lambda": args.shared_noise_lambda,
-                    "window_batch": args.window_batch, "blend": args.blend}
+    from vdengine.longvideo.common import OPTION_NAMES
+
+    long_options = {name: getattr(args, name) for name in OPTION_NAMES}
     if args.long_video is not None or any(v is not None for v in long_options.values()):
         # Streamed: frames are encoded as windows finish; the video is never held whole.
         path = pipe.generate(

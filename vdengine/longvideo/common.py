@@ -40,6 +40,9 @@ BLENDS = ("triangular", "uniform")
 #: Windows (sliding) or gaps (keyframes) per forward. 2 keeps the largest forward of a long video
 #: the same as at two windows (flat peak memory); raise it for throughput on a GPU.
 DEFAULT_WINDOW_BATCH = 2
+#: The keyword options of generate(long_video=...) that LongVideoOptions.resolve takes.
+OPTION_NAMES = ("context_frames", "context_guidance", "window", "stride", "shared_noise_lambda",
+                "window_batch", "blend")
 
 __all__ = [
     "CONTEXT_STRATEGIES",
