@@ -16,7 +16,7 @@ Columns:
 - s/frame: wall seconds per output frame (generation and encoding; should be flat in length).
 - peak MB: peak RSS during generation (CPU) or torch.cuda.max_memory_allocated (CUDA);
   peak ratio: versus the same strategy's run at two windows (32 frames for a 16-frame model).
-- permanence .. background: vdengine.metrics.evaluate over the whole video.
+- permanence .. background: vdengine.balls.metrics.evaluate over the whole video.
 - seam ratio: mean ball-centroid jump (px) between consecutive frames from two different
   windows (vdengine.longvideo.boundaries) divided by the mean jump inside windows; 1 = no
   visible seam. Per colour, pairs where its blob is present and touches no other in both frames.
@@ -84,7 +84,7 @@ def seam_measure(frames, boundaries: list[int]) -> dict:
     """
     import numpy as np
 
-    from vdengine.metrics import ball_stats
+    from vdengine.balls.metrics import ball_stats
 
     s = ball_stats(frames)
     cen, touching = s["centroid"], s["touching"]  # [B, F, K, 2], [B, F, K]
@@ -121,8 +121,8 @@ def worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     import vdengine
     from vdengine import longvideo as lv
+    from vdengine.balls.metrics import evaluate
     from vdengine.io import VideoWriter
-    from vdengine.metrics import evaluate
 
     pipe = vdengine.load(spec["model"], device=spec["device"])
     opts = lv.LongVideoOptions.resolve(spec["strategy"], pipe.config, **spec["options"])

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_export(sub)
     sub.add_parser("info", help="print build info and the shipped models")
-    from vdengine import train
+    from vdengine.balls import train
 
     train.add_arguments(sub.add_parser("train", help="train a VideoUNet on bouncing balls"))
     return parser
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"generate": _run_generate, "info": _run_info, "export": _run_export}
     try:
         if args.command == "train":
-            from vdengine import train
+            from vdengine.balls import train
 
             return train.run(args) or 0
         return runners[args.command](args)

@@ -3,7 +3,7 @@
 
 The first window of L frames is sampled without context. Every following window is L frames of
 which the first S are the last S frames already generated, given to the model through the
-context mask (c_S = (m_S ∘ z, m_S), as vdengine.train trains it: the first 1, 2 or 4 frames of a
+context mask (c_S = (m_S ∘ z, m_S), as vdengine.balls.train trains it: the first 1, 2 or 4 frames of a
 clip known); its L − S other frames are new. Context guidance (Video LDM, Eq. 5):
 
     f'(z; c_S) = f(z) + s·(f(z; c_S) − f(z)),   s >= 1,

@@ -4,7 +4,7 @@
 Video LDM generates T keyframes at a low frame rate, then an interpolation model fills 3 frames
 between each pair (T → 4T) by masking the middle frames: the two ends are known, c = (m ∘ z, m).
 vdengine's models are trained on consecutive frames with, among other masks, "first and last
-frame of the window known" (vdengine.train's "keyframes" mask) and never on strided clips, so:
+frame of the window known" (vdengine.balls.train's "keyframes" mask) and never on strided clips, so:
 
 1. Keyframe pass: keyframes K_j = frame j·(L − 1) are taken from an autoregressive pass
    (vdengine.longvideo.autoregressive: context S, guidance s). A consecutive-frame model cannot

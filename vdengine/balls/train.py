@@ -1,4 +1,4 @@
-"""Train a VideoUNet on procedural bouncing balls (``python -m vdengine.train`` / ``vdengine train``).
+"""Train a VideoUNet on procedural bouncing balls (``python -m vdengine.balls.train`` / ``vdengine train``).
 
 Recipe: uniform integer t, v-prediction (or ε) MSE (or VIDM's Charbonnier) loss, AdamW, gradient
 clipping, linear warmup then cosine (or constant) LR, EMA of the weights. Video LDM context
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vdengine.data import generate_clips, to_model_range
+from vdengine.balls.data import generate_clips, to_model_range
 from vdengine.models import ModelConfig, VideoUNet, save_model
 from vdengine.models.config import default_config, tiny_config
 from vdengine.models.loading import check_state_dict, load_state
@@ -309,7 +309,7 @@ def export(run_dir: Path, out_dir: Path, config: ModelConfig, ema: dict, state: 
         "hardware": state.get("hardware") or hardware_string(args.threads),
         "commands": state.get("commands", []),
         "training_args": state.get("args", {}),
-        "data": "vdengine.data.bouncing_balls, "
+        "data": "vdengine.balls.data, "
         f"{config.window} frames at {config.image_size}x{config.image_size}, label = number of balls",
         "weights": "EMA",
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -473,7 +473,7 @@ def run(args) -> int:
 def command_line() -> str:
     """This process's command as a user would type it."""
     argv0 = Path(sys.argv[0]).name if sys.argv else "python"
-    head = "python -m vdengine.train" if argv0 in ("train.py", "__main__.py") else argv0
+    head = "python -m vdengine.balls.train" if argv0 in ("train.py", "__main__.py") else argv0
     return " ".join([head, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
@@ -485,7 +485,7 @@ def _main_thread() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = add_arguments(
-        argparse.ArgumentParser(prog="python -m vdengine.train", description=__doc__.split("\n")[0])
+        argparse.ArgumentParser(prog="python -m vdengine.balls.train", description=__doc__.split("\n")[0])
     )
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """Quality measurements for bouncing-balls videos (real clips or generated ones).
 
-The data (see `vdengine.data.bouncing_balls`): black background, 1-3 filled discs of radius
+The data (see `vdengine.balls.data`): black background, 1-3 filled discs of radius
 3-6 px at 32x32, each a distinct colour of `PALETTE`, moving at constant velocity with elastic
 reflection at the walls; balls pass over each other (the later-drawn one hides the other).
 
@@ -57,8 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from vdengine.data.bouncing_balls import PALETTE as _PALETTE
-from vdengine.data.bouncing_balls import PALETTE_NAMES as _PALETTE_NAMES
+from vdengine.balls.data import PALETTE as _PALETTE
+from vdengine.balls.data import PALETTE_NAMES as _PALETTE_NAMES
 
 PALETTE: np.ndarray = np.asarray(_PALETTE, dtype=np.uint8)
 PALETTE_NAMES: tuple[str, ...] = tuple(_PALETTE_NAMES)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vdengine import train
+from vdengine.balls import train
 from vdengine.models import VideoUNet, load_model, tiny_config
 
 TINY = [

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from vdengine.data import PALETTE, batch_iterator, from_model_range, generate_clips, to_model_range
-from vdengine.data.bouncing_balls import MAX_BALLS, _fold
+from vdengine.balls.data import (
+    MAX_BALLS,
+    PALETTE,
+    _fold,
+    batch_iterator,
+    from_model_range,
+    generate_clips,
+    to_model_range,
+)
 
 
 @pytest.fixture(scope="module")

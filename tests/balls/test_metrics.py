@@ -1,4 +1,4 @@
-"""Quality metrics for bouncing-balls videos (vdengine.metrics) on real and corrupted clips."""
+"""Quality metrics for bouncing-balls videos (vdengine.balls.metrics) on real and corrupted clips."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from vdengine import metrics as M
-from vdengine.data import bouncing_balls as bb
+from vdengine.balls import data as bb
+from vdengine.balls import metrics as M
 
 N_CLIPS = 32
 
