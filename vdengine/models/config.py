@@ -109,6 +109,20 @@ class ModelConfig:
     def null_class(self) -> int | None:
         return self.num_classes if self.num_classes > 0 else None
 
+    def denoiser_spec(self):
+        """The engine's view of a model with this config (vdengine.denoiser.DenoiserSpec)."""
+        from vdengine.denoiser import DenoiserSpec
+        from vdengine.schedules import NoiseSchedule
+
+        null = {"label": self.num_classes} if self.num_classes > 0 else {}
+        return DenoiserSpec(
+            name=self.name, channels=self.channels, sample_size=(self.image_size,) * 2,
+            window=self.window, prediction_type=self.prediction_type,
+            schedule=NoiseSchedule(kind=self.schedule,
+                                   num_train_timesteps=self.num_train_timesteps),
+            conditioning=("label",) if self.num_classes > 0 else (), null_conditioning=null,
+            context=self.context, num_classes=self.num_classes)
+
     # ------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -114,6 +114,13 @@ class VideoUNet(nn.Module):
         "auto" (reference while autograd records, fused otherwise). Returns self."""
         return set_ops(self, mode)
 
+    @property
+    def spec(self):
+        """The engine's view of this model (vdengine.Denoiser protocol)."""
+        if getattr(self, "_spec_for", None) is not self.config:
+            self._spec, self._spec_for = self.config.denoiser_spec(), self.config
+        return self._spec
+
     def alpha_merges(self) -> list[AlphaMerge]:
         return [m for m in self.modules() if isinstance(m, AlphaMerge)]
 
