@@ -8,7 +8,10 @@
 // reference's nan_to_num gives). No batch limit: problems run along grid x, so B*S*H >= 65536
 // (where PyTorch's SDPA backends fail) is an ordinary launch.
 //
-// Kernel: a "problem" is one (b, s, h): F queries, F keys, F values of D = 16..128 channels. A
+// Kernel: a "problem" is one (b, s, h): F queries, F keys, F values of D = 1..128 channels. The
+// kernel is compiled for padded head dims DP = 16, 32, 64, 128 and runs any D <= DP: channels D..DP
+// read as zeros and are never stored (kExact = D == DP skips those checks; D = 40, AnimateDiff's
+// SD1.5 head, runs at DP = 64: 60% of the lanes do useful flops, the bytes moved stay minimal). A
 // block runs PPB problems with P threads per query (P = D/32 for D >= 64, else 1), each thread
 // owning DQ = D/P channels of its query: q and the output accumulator live in registers (2*DQ
 // floats).
@@ -30,7 +33,7 @@
 // fp32), compute bound beyond (tensor-core MMA would be the next step for long windows).
 //
 // Vectorised (one 16-byte fp32 / 8-byte fp16,bf16 access per 4 channels) when q, k, v, out are
-// aligned to 4 elements and every stride is a multiple of 4; scalar otherwise.
+// aligned to 4 elements and D and every stride are multiples of 4; scalar otherwise.
 #include <algorithm>
 #include <cmath>
 
@@ -46,7 +49,7 @@ constexpr int kTargetThreads = 256;   // tunable: threads per block the launcher
 constexpr int kMaxThreads = 512;      // kMaxQueries * 4 threads per query (D = 128)
 constexpr size_t kSmemBudget = 48 * 1024;  // tunable: dynamic smem per block, no opt-in needed
 
-template <int D>
+template <int D>  // D: the padded head dim DP the kernel is compiled for
 struct HeadDim {
   static constexpr int P = D >= 64 ? D / 32 : 1;  // threads per query
   static constexpr int DQ = D / P;                // channels per thread: 16 or 32
@@ -57,11 +60,42 @@ struct HeadDim {
   static constexpr int KT = D >= 64 ? 8 : 16;
 };
 
-template <typename T, int D, bool kVec>
+// Channels 4*c4 .. 4*c4+3 of a head row p (D channels): zeros past D unless kExact (D = DP).
+template <typename T, bool kVec, bool kExact>
+__device__ __forceinline__ float4 load_head4(const T* p, int c4, int D) {
+  if constexpr (kExact) {
+    return load4<T, kVec>(p + 4 * c4);
+  } else {
+    if (4 * c4 + 4 <= D) return load4<T, kVec>(p + 4 * c4);
+    float f[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f[i] = 4 * c4 + i < D ? to_float(p[4 * c4 + i]) : 0.f;
+    return make_float4(f[0], f[1], f[2], f[3]);
+  }
+}
+
+// Stores channels 4*c4 .. 4*c4+3 of a head row, those below D only unless kExact.
+template <typename T, bool kVec, bool kExact>
+__device__ __forceinline__ void store_head4(T* p, int c4, int D, float4 v) {
+  if constexpr (kExact) {
+    store4<T, kVec>(p + 4 * c4, v);
+  } else if (4 * c4 + 4 <= D) {
+    store4<T, kVec>(p + 4 * c4, v);
+  } else {
+    const float f[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (4 * c4 + i < D) p[4 * c4 + i] = from_float<T>(f[i]);
+    }
+  }
+}
+
+template <typename T, int DP, bool kVec, bool kExact>
 __global__ void __launch_bounds__(kMaxThreads)
     temporal_attention_kernel(const AttentionArgs a, const int FQ, const int PPB, const int kt,
                               const int64_t total) {
-  using HD = HeadDim<D>;
+  using HD = HeadDim<DP>;
+  const int D = kExact ? DP : static_cast<int>(a.D);  // channels per head actually present
   constexpr int P = HD::P, DQ = HD::DQ, NC = HD::NC, D4 = HD::D4, KT = HD::KT;
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
@@ -122,7 +156,7 @@ __global__ void __launch_bounds__(kMaxThreads)
       const T* qp = q + q_off + f * a.q_row_stride;
 #pragma unroll
       for (int i = 0; i < NC; ++i) {
-        const float4 t = load4<T, kVec>(qp + 4 * (i * P + p));
+        const float4 t = load_head4<T, kVec, kExact>(qp, i * P + p, D);
         qv[4 * i] = t.x, qv[4 * i + 1] = t.y, qv[4 * i + 2] = t.z, qv[4 * i + 3] = t.w;
       }
     } else {
@@ -154,8 +188,8 @@ __global__ void __launch_bounds__(kMaxThreads)
         float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
         if (kb >= 0) {
           const int64_t j = j0 + jj;
-          kk = load4<T, kVec>(k + kb + j * a.k_row_stride + 4 * c);
-          vv = load4<T, kVec>(v + vb + j * a.v_row_stride + 4 * c);
+          kk = load_head4<T, kVec, kExact>(k + kb + j * a.k_row_stride, c, D);
+          vv = load_head4<T, kVec, kExact>(v + vb + j * a.v_row_stride, c, D);
         }
         sK[idx] = kk;  // idx = (jj*PPB + pl)*D4 + c
         sV[idx] = vv;
@@ -230,13 +264,13 @@ __global__ void __launch_bounds__(kMaxThreads)
         const float4 r =
             zero ? make_float4(0.f, 0.f, 0.f, 0.f)
                  : make_float4(o[4 * i] / l, o[4 * i + 1] / l, o[4 * i + 2] / l, o[4 * i + 3] / l);
-        store4<T, kVec>(op + 4 * (i * P + p), r);
+        store_head4<T, kVec, kExact>(op, i * P + p, D, r);
       }
     }
   }
 }
 
-template <typename T, int D, bool kVec>
+template <typename T, int D, bool kVec, bool kExact>
 void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
   using HD = HeadDim<D>;
   const int64_t total = a.B * a.S * a.H;
@@ -256,20 +290,25 @@ void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
     throw std::invalid_argument("temporal_attention: B*S*H too large for one launch");
   }
   const size_t smem = PPB * prob_bytes;
-  temporal_attention_kernel<T, D, kVec>
+  temporal_attention_kernel<T, D, kVec, kExact>
       <<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a, FQ, PPB, kt, total);
   check_launch("temporal_attention");
 }
 
+// The smallest padded head dim DP >= D; exact instantiations for D = DP.
 template <typename T, bool kVec>
 void dispatch_head_dim(const AttentionArgs& a, cudaStream_t stream) {
   switch (a.D) {
-    case 16: return launch_attention<T, 16, kVec>(a, stream);
-    case 32: return launch_attention<T, 32, kVec>(a, stream);
-    case 64: return launch_attention<T, 64, kVec>(a, stream);
-    case 128: return launch_attention<T, 128, kVec>(a, stream);
-    default: break;  // rejected by the caller
+    case 16: return launch_attention<T, 16, kVec, true>(a, stream);
+    case 32: return launch_attention<T, 32, kVec, true>(a, stream);
+    case 64: return launch_attention<T, 64, kVec, true>(a, stream);
+    case 128: return launch_attention<T, 128, kVec, true>(a, stream);
+    default: break;
   }
+  if (a.D < 16) return launch_attention<T, 16, kVec, false>(a, stream);
+  if (a.D < 32) return launch_attention<T, 32, kVec, false>(a, stream);
+  if (a.D < 64) return launch_attention<T, 64, kVec, false>(a, stream);
+  return launch_attention<T, 128, kVec, false>(a, stream);  // D < 128 (checked by the caller)
 }
 
 }  // namespace
@@ -277,8 +316,8 @@ void dispatch_head_dim(const AttentionArgs& a, cudaStream_t stream) {
 void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream) {
   const char* op = "temporal_attention";
   dispatch_dtype(dtype, op, [](auto) {});  // unknown dtype -> invalid_argument, even when empty
-  if (a.D != 16 && a.D != 32 && a.D != 64 && a.D != 128) {
-    throw std::invalid_argument("temporal_attention: head dim D must be 16, 32, 64 or 128, got " +
+  if (a.D < 1 || a.D > 128) {
+    throw std::invalid_argument("temporal_attention: head dim D must be in [1, 128], got " +
                                 std::to_string(a.D));
   }
   if (a.B < 0 || a.F < 0 || a.S < 0 || a.H < 0) {
@@ -296,7 +335,7 @@ void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream) 
     using T = typename decltype(tag)::type;
     const size_t align = 4 * sizeof(T);
     const bool vec = aligned_to(a.q, align) && aligned_to(a.k, align) && aligned_to(a.v, align) &&
-                     aligned_to(a.out, align) && a.q_row_stride % 4 == 0 &&
+                     aligned_to(a.out, align) && a.D % 4 == 0 && a.q_row_stride % 4 == 0 &&
                      a.q_pix_stride % 4 == 0 && a.k_row_stride % 4 == 0 &&
                      a.k_pix_stride % 4 == 0 && a.v_row_stride % 4 == 0 &&
                      a.v_pix_stride % 4 == 0;

@@ -11,10 +11,13 @@ from torch import Tensor
 
 from vdengine.ops import _checks as ck
 
-__all__ = ["HEAD_DIMS", "MAX_FRAMES", "temporal_attention"]
+__all__ = ["HEAD_DIMS", "MAX_CUDA_HEAD_DIM", "MAX_FRAMES", "temporal_attention"]
 
-#: head dimensions the kernels are compiled for.
+#: head dimensions the CUDA kernel is compiled for; any other head_dim <= MAX_CUDA_HEAD_DIM runs
+#: on the next one up with the extra channels masked (e.g. 40 on the 64 kernel).
 HEAD_DIMS = (16, 32, 64, 128)
+#: largest head_dim on CUDA (the CPU kernel takes any head_dim).
+MAX_CUDA_HEAD_DIM = 128
 #: most frames one attention window may hold.
 MAX_FRAMES = 128
 
@@ -40,7 +43,8 @@ def temporal_attention(
         k: Keys, shape and dtype of q, own strides (channel stride 1).
         v: Values, like k.
         num_frames: Frames per video F, 1 <= F <= 128; must divide B·F.
-        num_heads: Heads H; must divide C, with head_dim = C / H in {16, 32, 64, 128}.
+        num_heads: Heads H; must divide C. head_dim = C / H is any size on CPU and at most 128
+            on CUDA (16, 32, 64 and 128 are the compiled sizes; others run masked on the next).
         bias: Optional additive score bias ``[F, F]`` (query frame, key frame), any float dtype,
             -inf allowed (masking). A query whose row is all -inf outputs zeros.
         scale: Score scale; default head_dim ** -0.5.
@@ -89,10 +93,10 @@ def _validate(
     if c % num_heads != 0:
         raise ValueError(f"num_heads ({num_heads}) must divide the channels of q (C = {c})")
     head_dim = c // num_heads
-    if head_dim not in HEAD_DIMS:
+    if head_dim > MAX_CUDA_HEAD_DIM and q.device.type == "cuda":
         raise ValueError(
-            f"head_dim = C / num_heads = {c} / {num_heads} = {head_dim} is not supported; the "
-            f"kernels take head_dim in {HEAD_DIMS}"
+            f"head_dim = C / num_heads = {c} / {num_heads} = {head_dim} is not supported on CUDA; "
+            f"the CUDA kernel takes head_dim <= {MAX_CUDA_HEAD_DIM}"
         )
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.stride(2) != 1:
