@@ -43,6 +43,12 @@ inline StepArgs make_step(std::uintptr_t x, std::uintptr_t model_out, std::uintp
                   guidance_scale, has_clip, clip_sample};
 }
 
+inline GroupNormArgs make_group_norm(std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
+                                     std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G,
+                                     int64_t F, float eps, bool silu) {
+  return GroupNormArgs{cptr(x), cptr(weight), cptr(bias), mptr(y), N, C, HW, G, F, eps, silu};
+}
+
 namespace py = pybind11;
 
 // The argument lists of the bindings, shared by both modules so the Python side calls them alike.
@@ -61,5 +67,9 @@ namespace py = pybind11;
       py::arg("x_out"), py::arg("x0_out"), py::arg("N"), py::arg("D"), py::arg("eta"),        \
       py::arg("prediction"), py::arg("has_guidance"), py::arg("guidance_scale"),              \
       py::arg("has_clip"), py::arg("clip_sample")
+
+#define VDE_GROUP_NORM_ARGS                                                                   \
+  py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"), py::arg("N"), py::arg("C"), \
+      py::arg("HW"), py::arg("G"), py::arg("F"), py::arg("eps"), py::arg("silu")
 
 }  // namespace vde

@@ -48,6 +48,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("ddim_step", step(&ddim_step_cpu), VDE_STEP_ARGS);
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cpu), VDE_STEP_ARGS);
 
+  m.def("group_norm", [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
+                         std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
+                         float eps, bool silu) {
+    auto a = make_group_norm(x, weight, bias, y, N, C, HW, G, F, eps, silu);
+    py::gil_scoped_release release;
+    group_norm_cpu(a);
+  }, VDE_GROUP_NORM_ARGS);
+
   m.def("build_info", []() {
     py::dict info;
 #ifdef _OPENMP

@@ -50,6 +50,13 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
         py::arg("stream"));
 
+  m.def("group_norm", [](int dtype, std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
+                         std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
+                         float eps, bool silu, std::uintptr_t stream) {
+    auto a = make_group_norm(x, weight, bias, y, N, C, HW, G, F, eps, silu);
+    group_norm_cuda(static_cast<DType>(dtype), a, mptr(stream));
+  }, py::arg("dtype"), VDE_GROUP_NORM_ARGS, py::arg("stream"));
+
   m.def("build_info", []() {
     py::dict info;
     info["cuda_runtime_version"] = cuda_runtime_version();

@@ -66,16 +66,30 @@ struct StepArgs {
   float clip_sample;
 };
 
+// Group normalization whose statistics span F consecutive rows (the frames of one video):
+// x, y [N, C, HW], N = B*F; weight, bias [C] or nullptr. F = 1: per-row GroupNorm.
+struct GroupNormArgs {
+  const void* x;
+  const void* weight;  // nullable
+  const void* bias;    // nullable
+  void* y;
+  int64_t N, C, HW, G, F;
+  float eps;
+  bool silu;
+};
+
 // CPU kernels: float32 only.
 void posgn_cpu(const PosGNArgs& a);
 void temporal_attention_cpu(const AttentionArgs& a);
 void ddim_step_cpu(const StepArgs& a);
 void dpmpp_2m_step_cpu(const StepArgs& a);
+void group_norm_cpu(const GroupNormArgs& a);
 
 // CUDA kernels: float32, float16, bfloat16 (fp32 accumulation). `stream` is a cudaStream_t.
 void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream);
 void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream);
 void ddim_step_cuda(DType dtype, const StepArgs& a, void* stream);
 void dpmpp_2m_step_cuda(DType dtype, const StepArgs& a, void* stream);
+void group_norm_cuda(DType dtype, const GroupNormArgs& a, void* stream);
 
 }  // namespace vde

@@ -1,10 +1,16 @@
-// PosGN (positional group normalization), float32 CPU kernel.
+// PosGN (positional group normalization) and plain group normalization over video frames,
+// float32 CPU kernels.
 //
-//   y[n,c,p] = ((x[n,c,p] - mean[n,g]) * rstd[n,g] * w[c] + b[c]) * (1 + scale[m,c,p])
-//              + shift[m,c,p]  [→ SiLU],    m = n % M,  g = c / Cg,  Cg = C/G,
-//   mean, var (biased) over the Cg*HW elements of group (n, g),  rstd = 1/sqrt(var + eps).
+//   posgn:      y[n,c,p] = ((x[n,c,p] - mean[n,g]) * rstd[n,g] * w[c] + b[c]) * (1 + scale[m,c,p])
+//                          + shift[m,c,p]  [→ SiLU],    m = n % M,  g = c / Cg,  Cg = C/G,
+//               mean, var (biased) over the Cg*HW elements of group (n, g),  rstd = 1/sqrt(var+eps).
+//   group_norm: y[n,c,p] = (x[n,c,p] - mean[v,g]) * rstd[v,g] * w[c] + b[c]  [→ SiLU],
+//               v = n / F: the statistics of group (v, g) span the F consecutive rows v*F .. v*F+F-1
+//               (the frames of one video in a [B*F, C, H, W] tensor): F*Cg*HW elements, read in
+//               place (no permute to [B, C, F, H, W]). F = 1 is the per-image GroupNorm.
 //
-// Algorithm: one task per (n, g); a group is one contiguous block of L = Cg*HW floats.
+// Algorithm: one task per (video v, group g) (for posgn F = 1, v = n); a group is F blocks of
+// L = Cg*HW contiguous floats, one per frame, C*HW floats apart.
 //   pass 1, stats: shifted sums in fp64, d = x - x_first:
 //     mean = x_first + Σd/L,  var = Σd²/L - (Σd/L)².
 //     The shift removes the E[x²] - E[x]² cancellation when |mean| >> std; fp64 keeps the rest.
@@ -21,6 +27,8 @@
 //   tables: 16 B/element when M = N; when M < N each table row is re-read N/M times, from cache
 //   when the tables fit in L2/L3. The PyTorch composition (group_norm, 1 + scale, *, +) moves
 //   ~44 B/element through 4 kernels and 3 temporaries.
+//   group_norm: read x + write y, 8 B/element; pass 2 re-reads a video's group (F*L elements)
+//   from L2 when it fits (F = 16, Cg*HW = 10*32*32: 640 KiB), else from L3/DRAM (16 B/element).
 // Bound: memory bandwidth. ~12 flops/element (SiLU: ~30) against 16 bytes, far below the compute
 //   roof (SiLU's exp + division cost ~35% extra when the data is in L3). Measured single-thread at
 //   x [32,128,32,32], M=16..32 (benchmarks/kernels.py --threads 1): 7.6-8.4 GB/s, ~70% of a plain
@@ -45,12 +53,13 @@ using namespace vde::cpu;
 // ---- the op -------------------------------------------------------------------------------------
 struct GN {
   const float* x;
-  const float* scale;
-  const float* shift;
+  const float* scale;  // nullable (group_norm): no table
+  const float* shift;  // nullable with scale
   const float* w;  // nullable
   const float* b;  // nullable
   float* y;
-  int64_t N, C, HW, M, G, Cg, L;  // L = Cg*HW, elements per group
+  int64_t N, C, HW, M, G, Cg, L;  // L = Cg*HW, elements per group and frame
+  int64_t F;                      // frames per group: rows v*F .. v*F+F-1 (1 for posgn)
   float eps;
   bool silu;
 };
@@ -98,11 +107,23 @@ VDE_INLINE void accumulate(const float* x, int64_t len, float shift, Moments& mo
   mo.s2 += s2;
 }
 
-// y = (((x - mhi) - mlo) * a + b) * (1 + sc) + sh  [→ SiLU], over one channel segment.
+// y = (((x - mhi) - mlo) * a + b) * (1 + sc) + sh  [→ SiLU], over one channel segment;
+// without the tables (sc null) y = ((x - mhi) - mlo) * a + b  [→ SiLU].
 template <int ISA>
 VDE_INLINE void apply(const float* x, const float* sc, const float* sh, float* y, int64_t len,
                       float mhi, float mlo, float a, float b, bool silu) {
-  if (silu) {
+  if (!sc) {
+    if (silu) {
+      VDE_OMP(simd)
+      for (int64_t i = 0; i < len; ++i) {
+        const float t = ((x[i] - mhi) - mlo) * a + b;
+        y[i] = t / (1.0f + exp_poly(-t));
+      }
+    } else {
+      VDE_OMP(simd)
+      for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - mhi) - mlo) * a + b;
+    }
+  } else if (silu) {
     VDE_OMP(simd)
     for (int64_t i = 0; i < len; ++i) {
       const float t = (((x[i] - mhi) - mlo) * a + b) * (1.0f + sc[i]) + sh[i];
@@ -116,56 +137,70 @@ VDE_INLINE void apply(const float* x, const float* sc, const float* sh, float* y
   }
 }
 
-// Pass 1 over elements [e0, e1) of group (n, g).
+// Group (v, g) as F frame blocks of L elements: element e of the group is element e % L of the
+// block of row v*F + e / L. Pass 1 over elements [e0, e1) of the group.
 template <int ISA>
-VDE_INLINE void stats_range(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1, float shift,
+VDE_INLINE void stats_range(const GN& p, int64_t v, int64_t g, int64_t e0, int64_t e1, float shift,
                             Moments& mo) {
-  const float* xg = p.x + (n * p.C + g * p.Cg) * p.HW;
-  accumulate<ISA>(xg + e0, e1 - e0, shift, mo);
+  while (e0 < e1) {
+    const int64_t f = e0 / p.L, in = e0 % p.L;
+    const int64_t end = std::min(e1 - e0, p.L - in);  // to the end of this frame's block
+    const float* xg = p.x + ((v * p.F + f) * p.C + g * p.Cg) * p.HW;
+    accumulate<ISA>(xg + in, end, shift, mo);
+    e0 += end;
+  }
 }
 
-// Pass 2 over elements [e0, e1) of group (n, g), channel segment by channel segment.
+// Pass 2 over elements [e0, e1) of group (v, g), channel segment by channel segment.
 template <int ISA>
-VDE_INLINE void apply_range(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1, double mean,
+VDE_INLINE void apply_range(const GN& p, int64_t v, int64_t g, int64_t e0, int64_t e1, double mean,
                             double rstd) {
   const float mhi = static_cast<float>(mean);
   const float mlo = static_cast<float>(mean - static_cast<double>(mhi));
   const int64_t c_first = g * p.Cg;
-  const int64_t xoff = (n * p.C + c_first) * p.HW;            // group start in x, y
-  const int64_t toff = ((n % p.M) * p.C + c_first) * p.HW;    // group start in the tables
   int64_t e = e0;
   while (e < e1) {
-    const int64_t cl = e / p.HW;  // channel within the group
-    const int64_t seg_end = std::min(e1, (cl + 1) * p.HW);
+    const int64_t f = e / p.L, in = e % p.L;
+    const int64_t n = v * p.F + f;                              // the row of this frame
+    const int64_t xoff = (n * p.C + c_first) * p.HW;            // group start in x, y
+    const int64_t toff = ((n % p.M) * p.C + c_first) * p.HW;    // group start in the tables
+    const int64_t cl = in / p.HW;  // channel within the group
+    const int64_t seg = std::min(e1 - e, (cl + 1) * p.HW - in);  // to the channel's end
     const int64_t c = c_first + cl;
     const double w = p.w ? static_cast<double>(p.w[c]) : 1.0;
     const float a = static_cast<float>(rstd * w);
     const float b = p.b ? p.b[c] : 0.0f;
-    apply<ISA>(p.x + xoff + e, p.scale + toff + e, p.shift + toff + e, p.y + xoff + e, seg_end - e,
-               mhi, mlo, a, b, p.silu);
-    e = seg_end;
+    const float* sc = p.scale ? p.scale + toff + in : nullptr;
+    const float* sh = p.shift ? p.shift + toff + in : nullptr;
+    apply<ISA>(p.x + xoff + in, sc, sh, p.y + xoff + in, seg, mhi, mlo, a, b, p.silu);
+    e += seg;
   }
 }
 
 void finalize(const GN& p, const Moments& mo, float shift, double& mean, double& rstd) {
-  const double inv_l = 1.0 / static_cast<double>(p.L);
+  const double inv_l = 1.0 / static_cast<double>(p.L * p.F);
   const double m1 = mo.s1 * inv_l;
   const double var = std::max(mo.s2 * inv_l - m1 * m1, 0.0);
   mean = static_cast<double>(shift) + m1;
   rstd = 1.0 / std::sqrt(var + static_cast<double>(p.eps));
 }
 
-// Whole groups, tasks [t0, t1) with task = n*G + g.
+// The group's first element (the shift of pass 1's sums).
+inline float first_element(const GN& p, int64_t v, int64_t g) {
+  return p.x[(v * p.F * p.C + g * p.Cg) * p.HW];
+}
+
+// Whole groups, tasks [t0, t1) with task = v*G + g.
 template <int ISA>
 VDE_INLINE void groups(const GN& p, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t n = t / p.G, g = t % p.G;
-    const float shift = p.x[(n * p.C + g * p.Cg) * p.HW];
+    const int64_t v = t / p.G, g = t % p.G;
+    const float shift = first_element(p, v, g);
     Moments mo;
-    stats_range<ISA>(p, n, g, 0, p.L, shift, mo);
+    stats_range<ISA>(p, v, g, 0, p.L * p.F, shift, mo);
     double mean, rstd;
     finalize(p, mo, shift, mean, rstd);
-    apply_range<ISA>(p, n, g, 0, p.L, mean, rstd);
+    apply_range<ISA>(p, v, g, 0, p.L * p.F, mean, rstd);
   }
 }
 
@@ -225,6 +260,63 @@ inline void split(int64_t total, int64_t parts, int64_t i, int64_t& begin, int64
   end = total * (i + 1) / parts;
 }
 
+// Runs the normalisation of every group of p over the OpenMP threads.
+void run(const GN& p) {
+  const Kernels k = kernels();
+  const int64_t tasks = (p.N / p.F) * p.G;
+  const int64_t group = p.L * p.F;  // elements per group
+  const int64_t total = tasks * group;
+  const int nt = max_threads();
+  const bool parallel = nt > 1 && total >= (int64_t{1} << 15);  // below: fork/join dominates
+
+  if (!parallel || tasks >= nt) {
+    // Common case: whole groups; contiguous chunks of ~1/16 of a thread's share, handed out
+    // dynamically so that a thread preempted by another process does not stall the barrier.
+    const int64_t chunk = std::max<int64_t>(1, tasks / (int64_t{16} * nt));
+    const int64_t nchunks = (tasks + chunk - 1) / chunk;
+    VDE_OMP(parallel for schedule(dynamic, 1) if (parallel))
+    for (int64_t c = 0; c < nchunks; ++c) k.groups(p, c * chunk, std::min(tasks, (c + 1) * chunk));
+    return;
+  }
+
+  // Few huge groups (tasks < threads): every thread takes a slice of each group, twice.
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t v = t / p.G, g = t % p.G;
+    const float shift = first_element(p, v, g);
+    double s1 = 0.0, s2 = 0.0;
+    VDE_OMP(parallel reduction(+ : s1, s2))
+    {
+#ifdef _OPENMP
+      const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+      const int64_t tid = 0, nth = 1;
+#endif
+      int64_t e0, e1;
+      split(group, nth, tid, e0, e1);
+      Moments mo;
+      k.stats(p, v, g, e0, e1, shift, mo);
+      s1 += mo.s1;
+      s2 += mo.s2;
+    }
+    Moments mo;
+    mo.s1 = s1;
+    mo.s2 = s2;
+    double mean, rstd;
+    finalize(p, mo, shift, mean, rstd);
+    VDE_OMP(parallel)
+    {
+#ifdef _OPENMP
+      const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+      const int64_t tid = 0, nth = 1;
+#endif
+      int64_t e0, e1;
+      split(group, nth, tid, e0, e1);
+      k.apply(p, v, g, e0, e1, mean, rstd);
+    }
+  }
+}
+
 }  // namespace
 
 void posgn_cpu(const PosGNArgs& a) {
@@ -244,62 +336,33 @@ void posgn_cpu(const PosGNArgs& a) {
                                 ") must be divisible by the number of groups G (" +
                                 std::to_string(a.G) + ")");
 
-  GN p{static_cast<const float*>(a.x), static_cast<const float*>(a.scale),
-       static_cast<const float*>(a.shift), static_cast<const float*>(a.weight),
-       static_cast<const float*>(a.bias), static_cast<float*>(a.y),
-       a.N, a.C, a.HW, a.M, a.G, a.C / a.G, (a.C / a.G) * a.HW, a.eps, a.silu};
-  const Kernels k = kernels();
-  const int64_t tasks = p.N * p.G;
-  const int64_t total = tasks * p.L;
-  const int nt = max_threads();
-  const bool parallel = nt > 1 && total >= (int64_t{1} << 15);  // below: fork/join dominates
+  const GN p{static_cast<const float*>(a.x), static_cast<const float*>(a.scale),
+             static_cast<const float*>(a.shift), static_cast<const float*>(a.weight),
+             static_cast<const float*>(a.bias), static_cast<float*>(a.y),
+             a.N, a.C, a.HW, a.M, a.G, a.C / a.G, (a.C / a.G) * a.HW, 1, a.eps, a.silu};
+  run(p);
+}
 
-  if (!parallel || tasks >= nt) {
-    // Common case: whole groups; contiguous chunks of ~1/16 of a thread's share, handed out
-    // dynamically so that a thread preempted by another process does not stall the barrier.
-    const int64_t chunk = std::max<int64_t>(1, tasks / (int64_t{16} * nt));
-    const int64_t nchunks = (tasks + chunk - 1) / chunk;
-    VDE_OMP(parallel for schedule(dynamic, 1) if (parallel))
-    for (int64_t c = 0; c < nchunks; ++c) k.groups(p, c * chunk, std::min(tasks, (c + 1) * chunk));
-    return;
-  }
-
-  // Few huge groups (N*G < threads): every thread takes a slice of each group, twice.
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t n = t / p.G, g = t % p.G;
-    const float shift = p.x[(n * p.C + g * p.Cg) * p.HW];
-    double s1 = 0.0, s2 = 0.0;
-    VDE_OMP(parallel reduction(+ : s1, s2))
-    {
-#ifdef _OPENMP
-      const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-      const int64_t tid = 0, nth = 1;
-#endif
-      int64_t e0, e1;
-      split(p.L, nth, tid, e0, e1);
-      Moments mo;
-      k.stats(p, n, g, e0, e1, shift, mo);
-      s1 += mo.s1;
-      s2 += mo.s2;
-    }
-    Moments mo;
-    mo.s1 = s1;
-    mo.s2 = s2;
-    double mean, rstd;
-    finalize(p, mo, shift, mean, rstd);
-    VDE_OMP(parallel)
-    {
-#ifdef _OPENMP
-      const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-      const int64_t tid = 0, nth = 1;
-#endif
-      int64_t e0, e1;
-      split(p.L, nth, tid, e0, e1);
-      k.apply(p, n, g, e0, e1, mean, rstd);
-    }
-  }
+void group_norm_cpu(const GroupNormArgs& a) {
+  if (!a.x || !a.y) throw std::invalid_argument("group_norm_cpu: x and y must be non-null");
+  if (a.N <= 0 || a.C <= 0 || a.HW <= 0 || a.G <= 0 || a.F <= 0)
+    throw std::invalid_argument("group_norm_cpu: N, C, HW, G and F must be positive, got N=" +
+                                std::to_string(a.N) + " C=" + std::to_string(a.C) +
+                                " HW=" + std::to_string(a.HW) + " G=" + std::to_string(a.G) +
+                                " F=" + std::to_string(a.F));
+  if (a.N % a.F != 0)
+    throw std::invalid_argument("group_norm_cpu: N (" + std::to_string(a.N) +
+                                ") must be a multiple of the frames per group F (" +
+                                std::to_string(a.F) + ")");
+  if (a.C % a.G != 0)
+    throw std::invalid_argument("group_norm_cpu: C (" + std::to_string(a.C) +
+                                ") must be divisible by the number of groups G (" +
+                                std::to_string(a.G) + ")");
+  const GN p{static_cast<const float*>(a.x), nullptr, nullptr,
+             static_cast<const float*>(a.weight), static_cast<const float*>(a.bias),
+             static_cast<float*>(a.y), a.N, a.C, a.HW, 1, a.G, a.C / a.G, (a.C / a.G) * a.HW,
+             a.F, a.eps, a.silu};
+  run(p);
 }
 
 }  // namespace vde

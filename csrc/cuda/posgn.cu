@@ -58,6 +58,55 @@ __device__ __forceinline__ void welford_merge(Welford& a, const Welford& b) {
   a.n = n;
 }
 
+// Merges every thread's Welford into the block's: mean and rstd = 1/sqrt(M2/count + eps) for all
+// threads. Warp merge (xor butterfly: every lane ends with the warp's total), then block merge.
+// Ends with a __syncthreads, which also orders a pass 1's shared-memory stores before pass 2.
+__device__ __forceinline__ void block_mean_rstd(Welford st, float count, float eps, float& mean,
+                                                float& rstd) {
+  for (int off = 16; off > 0; off >>= 1) {
+    Welford o;
+    o.n = __shfl_xor_sync(0xffffffffu, st.n, off);
+    o.mean = __shfl_xor_sync(0xffffffffu, st.mean, off);
+    o.m2 = __shfl_xor_sync(0xffffffffu, st.m2, off);
+    welford_merge(st, o);
+  }
+  __shared__ Welford s_warp[32];
+  __shared__ float s_mean, s_rstd;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = blockDim.x >> 5;  // blockDim.x is a multiple of 32
+  if (lane == 0) s_warp[warp] = st;
+  __syncthreads();
+  if (warp == 0) {
+    Welford w = lane < nwarps ? s_warp[lane] : Welford{0.f, 0.f, 0.f};
+    for (int off = 16; off > 0; off >>= 1) {
+      Welford o;
+      o.n = __shfl_xor_sync(0xffffffffu, w.n, off);
+      o.mean = __shfl_xor_sync(0xffffffffu, w.mean, off);
+      o.m2 = __shfl_xor_sync(0xffffffffu, w.m2, off);
+      welford_merge(w, o);
+    }
+    if (lane == 0) {
+      s_mean = w.mean;
+      s_rstd = 1.f / sqrtf(w.m2 / count + eps);
+    }
+  }
+  __syncthreads();
+  mean = s_mean;
+  rstd = s_rstd;
+}
+
+// The Welford of V values.
+template <int V>
+__device__ __forceinline__ Welford pack_welford(const float (&v)[V]) {
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) s += v[i];
+  Welford p{static_cast<float>(V), s / V, 0.f};
+#pragma unroll
+  for (int i = 0; i < V; ++i) p.m2 += (v[i] - p.mean) * (v[i] - p.mean);
+  return p;
+}
+
 template <typename T, int V, bool kSmem>
 __global__ void __launch_bounds__(512)
     posgn_kernel(const PosGNArgs a, const int G, const int Cg, const int HW, const int L) {
@@ -91,50 +140,15 @@ __global__ void __launch_bounds__(512)
       if (pk < npk) {
         if constexpr (kSmem) sdata[pk] = raw[u];
         float v[V];
-        float s = 0.f;
 #pragma unroll
-        for (int i = 0; i < V; ++i) {
-          v[i] = to_float(raw[u].v[i]);
-          s += v[i];
-        }
-        Welford p{static_cast<float>(V), s / V, 0.f};
-#pragma unroll
-        for (int i = 0; i < V; ++i) p.m2 += (v[i] - p.mean) * (v[i] - p.mean);
-        welford_merge(st, p);
+        for (int i = 0; i < V; ++i) v[i] = to_float(raw[u].v[i]);
+        welford_merge(st, pack_welford<V>(v));
       }
     }
   }
 
-  // Warp merge (xor butterfly: every lane ends with the warp's total), then block merge.
-  for (int off = 16; off > 0; off >>= 1) {
-    Welford o;
-    o.n = __shfl_xor_sync(0xffffffffu, st.n, off);
-    o.mean = __shfl_xor_sync(0xffffffffu, st.mean, off);
-    o.m2 = __shfl_xor_sync(0xffffffffu, st.m2, off);
-    welford_merge(st, o);
-  }
-  __shared__ Welford s_warp[32];
-  __shared__ float s_mean, s_rstd;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nwarps = blockDim.x >> 5;  // blockDim.x is a multiple of 32
-  if (lane == 0) s_warp[warp] = st;
-  __syncthreads();
-  if (warp == 0) {
-    Welford w = lane < nwarps ? s_warp[lane] : Welford{0.f, 0.f, 0.f};
-    for (int off = 16; off > 0; off >>= 1) {
-      Welford o;
-      o.n = __shfl_xor_sync(0xffffffffu, w.n, off);
-      o.mean = __shfl_xor_sync(0xffffffffu, w.mean, off);
-      o.m2 = __shfl_xor_sync(0xffffffffu, w.m2, off);
-      welford_merge(w, o);
-    }
-    if (lane == 0) {
-      s_mean = w.mean;
-      s_rstd = 1.f / sqrtf(w.m2 / static_cast<float>(L) + a.eps);
-    }
-  }
-  __syncthreads();  // also orders pass 1's shared-memory stores before pass 2's loads
-  const float mean = s_mean, rstd = s_rstd;
+  float mean, rstd;
+  block_mean_rstd(st, static_cast<float>(L), a.eps, mean, rstd);
 
   // ---- pass 2: normalise, modulate, write ---------------------------------------------------
   for (int pk = threadIdx.x; pk < npk; pk += blockDim.x) {
@@ -219,6 +233,147 @@ void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream) {
     } else {
       launch_posgn<T, 1>(a, G, static_cast<int>(Cg), static_cast<int>(a.HW),
                          static_cast<int>(L), st);
+    }
+  });
+}
+
+// ---- group_norm: GroupNorm (+ SiLU) whose statistics span the F frames of a video ----------------
+// As vdengine.ops.reference.group_norm: x, y [B*F, C, HW]; group (v, g) is the F blocks of
+// L = (C/G)*HW contiguous elements at rows v*F .. v*F+F-1, C*HW elements apart: read in place, no
+// permute to [B, C, F, HW]. One block per (v, g), the posgn kernel's two passes over F*L elements
+// (shared-memory stash of the whole video group when it fits, else pass 2 re-reads x, from L2
+// mostly). Bytes moved: read x once (twice past the stash), write y once. Known limit: B*G blocks
+// (64 for 2 videos of 32 groups), fewer than the SMs of a large GPU; a split-group reduction
+// would fill it.
+
+namespace {
+
+template <typename T, int V, bool kSmem>
+__global__ void __launch_bounds__(512)
+    group_norm_kernel(const GroupNormArgs a, const int G, const int Cg, const int HW, const int L) {
+  const int64_t blk = blockIdx.x;  // (v, g)
+  const int64_t v = blk / G;
+  const int g = static_cast<int>(blk % G);
+  const int F = static_cast<int>(a.F);
+  const int npk = L / V;      // packs per frame block (V divides HW, hence L)
+  const int total = F * npk;  // packs in the video group
+  const int64_t frame_stride = static_cast<int64_t>(G) * L;  // C*HW
+  // Pack idx of the group lies in frame idx / npk at pack idx % npk of that frame's block.
+  const int64_t base = (v * F * G + g) * static_cast<int64_t>(L);
+  auto offset = [&](int idx) {
+    return base + (idx / npk) * frame_stride + static_cast<int64_t>(idx % npk) * V;
+  };
+  const T* x = static_cast<const T*>(a.x);
+  T* y = static_cast<T*>(a.y);
+  const T* weight = static_cast<const T*>(a.weight);
+  const T* bias = static_cast<const T*>(a.bias);
+  Pack<T, V>* sdata = kSmem ? dynamic_smem<Pack<T, V>>() : nullptr;
+
+  Welford st{0.f, 0.f, 0.f};
+  for (int b0 = threadIdx.x; b0 < total; b0 += kUnroll * blockDim.x) {
+    Pack<T, V> raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {  // all loads issued before any use
+      const int idx = b0 + u * blockDim.x;
+      if (idx < total) raw[u] = *reinterpret_cast<const Pack<T, V>*>(x + offset(idx));
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int idx = b0 + u * blockDim.x;
+      if (idx < total) {
+        if constexpr (kSmem) sdata[idx] = raw[u];
+        float vals[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) vals[i] = to_float(raw[u].v[i]);
+        welford_merge(st, pack_welford<V>(vals));
+      }
+    }
+  }
+  float mean, rstd;
+  block_mean_rstd(st, static_cast<float>(L) * F, a.eps, mean, rstd);
+
+  for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+    const int64_t off = offset(idx);
+    float vals[V];
+    if constexpr (kSmem) {
+      const Pack<T, V> r = sdata[idx];
+#pragma unroll
+      for (int i = 0; i < V; ++i) vals[i] = to_float(r.v[i]);
+    } else {
+      load_pack<T, V>(x + off, vals);
+    }
+    const int c = g * Cg + ((idx % npk) * V) / HW;  // the pack's channel
+    const float w = (weight ? to_float(weight[c]) : 1.f) * rstd;
+    const float b = bias ? to_float(bias[c]) : 0.f;
+    float out[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      float r = (vals[i] - mean) * w + b;
+      if (a.silu) r = r / (1.f + expf(-r));
+      out[i] = r;
+    }
+    store_pack<T, V>(y + off, out);
+  }
+}
+
+template <typename T, int V>
+void launch_group_norm(const GroupNormArgs& a, int G, int Cg, int HW, int L, cudaStream_t stream) {
+  const char* op = "group_norm";
+  const int64_t group = static_cast<int64_t>(L) * a.F;
+  const int threads = group >= 4096 ? 512 : 128;
+  const unsigned blocks = static_cast<unsigned>((a.N / a.F) * G);
+  const size_t bytes = static_cast<size_t>(group) * sizeof(T);
+  const size_t optin = static_cast<size_t>(
+      device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, op));
+  const size_t budget = std::min(kSmemMaxBytes, optin > 2048 ? optin - 2048 : 0);
+  if (bytes <= budget) {
+    auto kernel = group_norm_kernel<T, V, true>;
+    if (bytes > kSmemDefaultBytes) {
+      check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(bytes)),
+                 op, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    }
+    kernel<<<blocks, threads, bytes, stream>>>(a, G, Cg, HW, L);
+  } else {
+    group_norm_kernel<T, V, false><<<blocks, threads, 0, stream>>>(a, G, Cg, HW, L);
+  }
+  check_launch(op);
+}
+
+}  // namespace
+
+void group_norm_cuda(DType dtype, const GroupNormArgs& a, void* stream) {
+  const char* op = "group_norm";
+  dispatch_dtype(dtype, op, [](auto) {});  // unknown dtype -> invalid_argument, even when empty
+  if (a.N < 0 || a.C < 0 || a.HW < 0) {
+    throw std::invalid_argument("group_norm: negative N, C or HW");
+  }
+  if (a.G <= 0 || a.F <= 0) throw std::invalid_argument("group_norm: G and F must be positive");
+  if (a.C % a.G != 0) throw std::invalid_argument("group_norm: C must be a multiple of G");
+  if (a.N % a.F != 0) throw std::invalid_argument("group_norm: N must be a multiple of F");
+  if (a.N == 0 || a.C == 0 || a.HW == 0) return;
+  if (!a.x || !a.y) throw std::invalid_argument("group_norm: x and y are required");
+  const int64_t Cg = a.C / a.G;
+  const int64_t L = Cg * a.HW;
+  // In-group pack indices are int: 2^30 elements per video group leaves headroom.
+  if (L * a.F > (int64_t{1} << 30)) {
+    throw std::invalid_argument("group_norm: a video group (F*C/G*HW) exceeds 2^30 elements");
+  }
+  if ((a.N / a.F) * a.G > INT32_MAX) {
+    throw std::invalid_argument("group_norm: B*G exceeds 2^31 - 1 blocks");
+  }
+  const int G = static_cast<int>(a.G);
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(dtype, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int V = vec16<T>();
+    const bool vec = a.HW % V == 0 && aligned_to(a.x, 16) && aligned_to(a.y, 16);
+    if (vec) {
+      launch_group_norm<T, V>(a, G, static_cast<int>(Cg), static_cast<int>(a.HW),
+                              static_cast<int>(L), st);
+    } else {
+      launch_group_norm<T, 1>(a, G, static_cast<int>(Cg), static_cast<int>(a.HW),
+                              static_cast<int>(L), st);
     }
   });
 }

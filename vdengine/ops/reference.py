@@ -80,6 +80,33 @@ def temporal_attention(
     return out.permute(0, 3, 1, 2, 4).reshape(bf, s, c).to(q.dtype)
 
 
+def group_norm(
+    x: Tensor,  # [N, C, H, W], N = B·F
+    num_groups: int,
+    weight: Tensor | None = None,  # [C]
+    bias: Tensor | None = None,  # [C]
+    eps: float = 1e-5,
+    silu: bool = False,
+    frames: int = 1,
+) -> Tensor:  # [N, C, H, W]
+    """GroupNorm·weight + bias [→ SiLU] with statistics over ``frames`` consecutive rows.
+
+    Rows v·F .. v·F+F−1 of x are the F frames of video v; group g of video v is normalised over
+    its C/G channels × H·W pixels × F frames — ``nn.GroupNorm`` applied to the [B, C, F, H, W]
+    view, as diffusers' temporal layers do. frames=1 is the per-image GroupNorm.
+    """
+    n, c, h, w = x.shape
+    cd = _compute_dtype(x)
+    wt = None if weight is None else weight.to(cd)
+    b = None if bias is None else bias.to(cd)
+    video = x.to(cd).reshape(n // frames, frames, c, h * w).transpose(1, 2)  # [B, C, F, HW]
+    y = torch.group_norm(video, num_groups, wt, b, eps)  # torch.group_norm: see posgn
+    y = y.transpose(1, 2).reshape(n, c, h, w)
+    if silu:
+        y = F.silu(y)
+    return y.to(x.dtype)
+
+
 def _per_row(coef: Tensor | float, rows: int, like: Tensor) -> Tensor:
     """A float, a 0-d/[1] tensor or a [rows] tensor as a [rows, 1, ..., 1] tensor in like's dtype."""
     t = torch.as_tensor(coef, dtype=like.dtype, device=like.device).reshape(-1)
@@ -196,6 +223,7 @@ __all__ = [
     "combine_guidance",
     "ddim_step",
     "dpmpp_2m_step",
+    "group_norm",
     "posgn",
     "predict_x0_eps",
     "temporal_attention",
