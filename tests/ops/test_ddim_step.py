@@ -8,6 +8,8 @@ the kernel reads; diffusers' DDIMScheduler.step is the external check of the mat
 from __future__ import annotations
 
 import _step_helpers as H
+import diffusers
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -113,7 +115,6 @@ def test_noise_ignored_when_eta_is_zero(gen):
 
 def test_numpy_coefficients(gen):
     """ᾱ as numpy floats (a schedule held as a numpy array) behave as Python floats."""
-    np = pytest.importorskip("numpy")
     sample, out = torch.randn(2, 8, generator=gen), torch.randn(2, 8, generator=gen)
     got = ops.ddim_step(sample, out, np.float32(0.3), np.float64(0.6), eta=np.float32(0.0))
     torch.testing.assert_close(got, ops.ddim_step(sample, out, 0.3, 0.6), atol=1e-6, rtol=1e-6)
@@ -149,7 +150,6 @@ def test_empty(shape):
 
 
 def _diffusers_scheduler(prediction_type: str, steps: int):
-    diffusers = pytest.importorskip("diffusers", reason="diffusers is a test dependency")
     sched = diffusers.DDIMScheduler(
         num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         set_alpha_to_one=True, clip_sample=False, prediction_type=prediction_type,

@@ -8,6 +8,7 @@ Ground truth is the reference in float64 on the same inputs and float32 coeffici
 from __future__ import annotations
 
 import _step_helpers as H
+import diffusers
 import pytest
 import torch
 from hypothesis import given
@@ -143,7 +144,6 @@ def test_empty(shape):
 def test_matches_diffusers_loop(prediction_type, guidance, coef, gen):
     """An 8-step DPM-Solver++(2M) loop against diffusers, step by step: first order at step 0,
     second order in between, first order on the final step to σ = 0 (ᾱ_next = 1)."""
-    diffusers = pytest.importorskip("diffusers", reason="diffusers is a test dependency")
     sched = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",

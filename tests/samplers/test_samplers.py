@@ -6,57 +6,30 @@ x = scheduler.step(out, t, x).prev_sample) and our sampler, and compares x after
 
 from __future__ import annotations
 
+import inspect
 import io
 from typing import Any
 
+import diffusers
 import pytest
 import torch
+from _sampler_helpers import B, C, F, TinyDenoiser, noise
 from torch import nn
 
 import vdengine.ops
 from vdengine.samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m
-from vdengine.schedules import NoiseSchedule
+from vdengine.schedules import NoiseSchedule, ScheduleOptions
 
-diffusers = pytest.importorskip("diffusers")
 # diffusers 0.42's DPMSolverMultistepScheduler.set_timesteps under numpy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-B, F, C, H, W = 2, 3, 4, 8, 8
 DIFFUSERS_KIND = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 SCHEDULE_ARGS = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 2e-2}
-
-
-class TinyDenoiser(nn.Module):
-    """A fixed, seeded video denoiser [B, F, C, H, W] -> same: per-frame 3×3 conv, a sinusoidal
-    timestep embedding and an optional per-video conditioning vector [B, C]."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = nn.Conv2d(C, C, 3, padding=1)
-        with torch.no_grad():
-            for p in self.conv.parameters():
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-        self.register_buffer("freq", torch.randn(C, generator=g))
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
-        b, f, c, h, w = x.shape
-        assert t.dtype == torch.float32 and t.shape == (b,)
-        temb = torch.sin(t[:, None] / 1000.0 * 3.0 * self.freq)  # [b, C]
-        y = self.conv(x.reshape(b * f, c, h, w)).reshape(b, f, c, h, w)
-        y = y + temb[:, None, :, None, None]
-        if cond is not None:
-            y = y + cond[:, None, :, None, None]
-        return 0.9 * x + 0.3 * torch.tanh(y)
 
 
 @pytest.fixture(scope="module")
 def model():
     return TinyDenoiser().eval()
-
-
-def noise(seed: int = 0, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(B, F, C, H, W, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def run_ours(sampler, model, x, schedule, num_steps, **kw) -> list[torch.Tensor]:
@@ -234,8 +207,6 @@ def test_determinism_and_no_global_rng(model, name):
 
 
 def test_samplers_share_one_signature():
-    import inspect
-
     common = None
     for name, fn in SAMPLERS.items():
         params = inspect.signature(fn).parameters
@@ -307,18 +278,37 @@ def test_errors(model):
         with pytest.raises(ValueError, match="num_steps"):
             fn(model, noise(), schedule, 1001)
         with pytest.raises(ValueError, match="spacing"):
-            fn(model, noise(), schedule, 4, spacing="linspace")
+            fn(model, noise(), schedule, 4, spacing="uniform")
         with pytest.raises(ValueError, match="prediction_type"):
             fn(model, noise(), schedule, 4, prediction_type="x0")
         with pytest.raises(TypeError, match="schedule"):
             fn(model, noise(), "linear", 4)
+        with pytest.raises(TypeError, match="schedule_options must be a ScheduleOptions"):
+            fn(model, noise(), schedule, 4, schedule_options={"final": "zero"})
+        with pytest.raises(TypeError, match="guidance_scale must be a float, a per-frame tensor"):
+            fn(model, noise(), schedule, 4, guidance_scale="7")
+        with pytest.raises(ValueError, match="one scale per frame of x"):
+            fn(model, noise(), schedule, 4, guidance_scale=torch.ones(F + 1))
     with pytest.raises(ValueError, match="eta"):
         sample_ddim(model, noise(), schedule, 4, eta=-1.0)
+    for name in ("ddpm", "dpmpp_2m"):  # samplers without η refuse it rather than ignore it
+        with pytest.raises(TypeError, match="eta"):
+            get_sampler(name)(model, noise(), schedule, 4, eta=0.0)
+    with pytest.raises(ValueError, match=r"schedule_options.karras_sigmas=True is not used by "
+                                         r"sampler 'ddim' \(only by euler\)"):
+        sample_ddim(model, noise(), schedule, 4,
+                    schedule_options=ScheduleOptions(karras_sigmas=True))
+    with pytest.raises(ValueError, match=r"schedule_options.convention='diffusers' is not used by "
+                                         r"sampler 'ddpm'"):
+        sample_ddpm(model, noise(), schedule, 4,
+                    schedule_options=ScheduleOptions(convention="diffusers"))
+    with pytest.raises(ValueError, match=r"schedule_options.solver_order=1 is not used by"):
+        sample_ddim(model, noise(), schedule, 4, schedule_options=ScheduleOptions(solver_order=1))
     with pytest.raises(ValueError, match=r"model returned \(2, 3, 4, 8, 8\).*\(4, 3, 4, 8, 8\)"):
         sample_ddim(lambda x, t: x[: B], noise(), schedule, 4, guidance_scale=3.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_no_host_sync_in_the_loop_cuda(model, name):
     m = TinyDenoiser().cuda().eval()
