@@ -49,6 +49,11 @@ inline GroupNormArgs make_group_norm(std::uintptr_t x, std::uintptr_t weight, st
   return GroupNormArgs{cptr(x), cptr(weight), cptr(bias), mptr(y), N, C, HW, G, F, eps, silu};
 }
 
+inline GegluArgs make_geglu(std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,
+                           int64_t H) {
+  return GegluArgs{cptr(x), cptr(bias), mptr(y), N, H};
+}
+
 namespace py = pybind11;
 
 // The argument lists of the bindings, shared by both modules so the Python side calls them alike.
@@ -71,5 +76,7 @@ namespace py = pybind11;
 #define VDE_GROUP_NORM_ARGS                                                                   \
   py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"), py::arg("N"), py::arg("C"), \
       py::arg("HW"), py::arg("G"), py::arg("F"), py::arg("eps"), py::arg("silu")
+
+#define VDE_GEGLU_ARGS py::arg("x"), py::arg("bias"), py::arg("y"), py::arg("N"), py::arg("H")
 
 }  // namespace vde

@@ -56,6 +56,13 @@ PYBIND11_MODULE(_C, m) {
     group_norm_cpu(a);
   }, VDE_GROUP_NORM_ARGS);
 
+  m.def("geglu", [](std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,
+                    int64_t H) {
+    auto a = make_geglu(x, bias, y, N, H);
+    py::gil_scoped_release release;
+    geglu_cpu(a);
+  }, VDE_GEGLU_ARGS);
+
   m.def("build_info", []() {
     py::dict info;
 #ifdef _OPENMP

@@ -57,6 +57,12 @@ PYBIND11_MODULE(_C_cuda, m) {
     group_norm_cuda(static_cast<DType>(dtype), a, mptr(stream));
   }, py::arg("dtype"), VDE_GROUP_NORM_ARGS, py::arg("stream"));
 
+  m.def("geglu", [](int dtype, std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,
+                    int64_t H, std::uintptr_t stream) {
+    auto a = make_geglu(x, bias, y, N, H);
+    geglu_cuda(static_cast<DType>(dtype), a, mptr(stream));
+  }, py::arg("dtype"), VDE_GEGLU_ARGS, py::arg("stream"));
+
   m.def("build_info", []() {
     py::dict info;
     info["cuda_runtime_version"] = cuda_runtime_version();

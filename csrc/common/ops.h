@@ -78,12 +78,21 @@ struct GroupNormArgs {
   bool silu;
 };
 
+// GEGLU of a projection output without its bias: x [N, 2H], y [N, H], bias [2H] or nullptr.
+struct GegluArgs {
+  const void* x;
+  const void* bias;  // nullable
+  void* y;
+  int64_t N, H;
+};
+
 // CPU kernels: float32 only.
 void posgn_cpu(const PosGNArgs& a);
 void temporal_attention_cpu(const AttentionArgs& a);
 void ddim_step_cpu(const StepArgs& a);
 void dpmpp_2m_step_cpu(const StepArgs& a);
 void group_norm_cpu(const GroupNormArgs& a);
+void geglu_cpu(const GegluArgs& a);
 
 // CUDA kernels: float32, float16, bfloat16 (fp32 accumulation). `stream` is a cudaStream_t.
 void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream);
@@ -91,5 +100,6 @@ void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream);
 void ddim_step_cuda(DType dtype, const StepArgs& a, void* stream);
 void dpmpp_2m_step_cuda(DType dtype, const StepArgs& a, void* stream);
 void group_norm_cuda(DType dtype, const GroupNormArgs& a, void* stream);
+void geglu_cuda(DType dtype, const GegluArgs& a, void* stream);
 
 }  // namespace vde

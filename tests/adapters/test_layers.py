@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers.models.attention import TemporalBasicTransformerBlock
+from diffusers.models.attention import FeedForward, TemporalBasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D, SpatioTemporalResBlock, TemporalConvLayer
 from diffusers.models.transformers.transformer_temporal import (
     TransformerSpatioTemporalModel,
@@ -21,6 +21,7 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
 from vdengine.adapters.diffusers.layers import (
+    FusedFeedForward,
     FusedGroupNorm,
     FusedResnetBlock2D,
     FusedSpatioTemporalResBlock,
@@ -157,6 +158,15 @@ def test_spatio_temporal_res_block(tiny_unets):
         got = fused(x, temb, indicator)
         assert got.is_contiguous()
         torch.testing.assert_close(got, block(x, temb, indicator), **TOL)
+
+
+@pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
+def test_feed_forward(family, tiny_unets):
+    for i, ff in enumerate(instances(tiny_unets[family], FeedForward)):
+        fused = FusedFeedForward(ff)
+        x = randn(B * F, 7, ff.net[0].proj.in_features, seed=i) * 2
+        torch.testing.assert_close(fused(x), ff(x), **TOL)
+        assert fused.fallbacks == 0
 
 
 @pytest.mark.parametrize("silu", [False, True])

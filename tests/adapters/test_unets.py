@@ -89,11 +89,13 @@ def test_no_attention_over_frames_on_the_vdengine_path(family, tiny_unets, monke
 
 
 @pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
-@pytest.mark.parametrize("switch", ["temporal_attention", "temporal_conv", "group_norm"])
+@pytest.mark.parametrize("switch", ["temporal_attention", "temporal_conv", "group_norm",
+                                    "feed_forward"])
 def test_each_replacement_alone(family, switch, tiny_unets):
     unet = tiny_unets[family]
     only = AccelerationOptions(**{k: k == switch for k in
-                                  ("temporal_attention", "temporal_conv", "group_norm")})
+                                  ("temporal_attention", "temporal_conv", "group_norm",
+                                   "feed_forward")})
     den = denoiser_for(unet, family, options=only)
     latents = _calls.rand(2, FRAMES, 4, HEIGHT, WIDTH, seed=3)
     t = torch.tensor([500.0])

@@ -107,6 +107,18 @@ def group_norm(
     return y.to(x.dtype)
 
 
+def geglu(
+    x: Tensor,  # [..., 2H]: a projection's output, without its bias
+    bias: Tensor | None = None,  # [2H]
+) -> Tensor:  # [..., H]
+    """GEGLU (diffusers' activation "geglu"): h·gelu(g) with [h, g] = (x + bias).chunk(2, -1),
+    exact (erf) GELU."""
+    cd = _compute_dtype(x)
+    xb = x.to(cd) if bias is None else x.to(cd) + bias.to(cd)
+    h, g = xb.chunk(2, dim=-1)
+    return (h * F.gelu(g)).to(x.dtype)
+
+
 def _per_row(coef: Tensor | float, rows: int, like: Tensor) -> Tensor:
     """A float, a 0-d/[1] tensor or a [rows] tensor as a [rows, 1, ..., 1] tensor in like's dtype."""
     t = torch.as_tensor(coef, dtype=like.dtype, device=like.device).reshape(-1)
@@ -223,6 +235,7 @@ __all__ = [
     "combine_guidance",
     "ddim_step",
     "dpmpp_2m_step",
+    "geglu",
     "group_norm",
     "posgn",
     "predict_x0_eps",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.models.attention import FeedForward
 from diffusers.models.resnet import ResnetBlock2D, SpatioTemporalResBlock, TemporalConvLayer
 from diffusers.models.transformers.transformer_temporal import (
     TransformerSpatioTemporalModel,
@@ -28,6 +29,10 @@ from vdengine.adapters.diffusers.layers import (
     FusedSpatioTemporalTransformer,
     FusedTemporalConvLayer,
     FusedTemporalTransformer,
+)
+from vdengine.adapters.diffusers.layers.feed_forward import (
+    FusedFeedForward,
+    feed_forward_unsupported,
 )
 from vdengine.adapters.diffusers.layers.resnet import resnet_unsupported, temporal_conv_unsupported
 from vdengine.adapters.diffusers.layers.spatio_temporal import temporal_basic_block_unsupported
@@ -66,6 +71,7 @@ _RULES: list[tuple[type | tuple[type, ...], str, Callable[[nn.Module], str | Non
     (SpatioTemporalResBlock, "temporal_conv", temporal_conv_unsupported,
      FusedSpatioTemporalResBlock),
     (ResnetBlock2D, "group_norm", resnet_unsupported, FusedResnetBlock2D),
+    (FeedForward, "feed_forward", feed_forward_unsupported, FusedFeedForward),
 ]
 
 

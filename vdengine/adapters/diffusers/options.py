@@ -20,11 +20,14 @@ class AccelerationOptions:
             resnet (SVD): GroupNorm over frames in place, fused SiLU, Conv3d (3, 1, 1) as Conv2d.
         group_norm: ``ResnetBlock2D`` with norm + SiLU fused, every other ``nn.GroupNorm`` (and the
             UNet's output norm + SiLU) on ops.group_norm.
+        feed_forward: the GEGLU ``FeedForward`` of every transformer block (spatial and temporal)
+            with bias, gate split and GELU in one ops.geglu pass.
     """
 
     temporal_attention: bool = True
     temporal_conv: bool = True
     group_norm: bool = True
+    feed_forward: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -35,4 +38,4 @@ class AccelerationOptions:
     @classmethod
     def none(cls) -> AccelerationOptions:
         """Every replacement off: the model runs as diffusers computes it."""
-        return cls(temporal_attention=False, temporal_conv=False, group_norm=False)
+        return cls(**{f.name: False for f in fields(cls)})

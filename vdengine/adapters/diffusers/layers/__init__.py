@@ -5,6 +5,7 @@ its forward signature, and computes the same function: tested module by module a
 original in tests/adapters/test_layers.py.
 """
 
+from vdengine.adapters.diffusers.layers.feed_forward import FusedFeedForward
 from vdengine.adapters.diffusers.layers.norm import FusedGroupNorm
 from vdengine.adapters.diffusers.layers.resnet import (
     FusedResnetBlock2D,
@@ -21,6 +22,7 @@ from vdengine.adapters.diffusers.layers.temporal_transformer import (
 )
 
 __all__ = [
+    "FusedFeedForward",
     "FusedGroupNorm",
     "FusedResnetBlock2D",
     "FusedSpatioTemporalResBlock",
