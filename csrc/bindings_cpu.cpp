@@ -47,6 +47,7 @@ PYBIND11_MODULE(_C, m) {
   };
   m.def("ddim_step", step(&ddim_step_cpu), VDE_STEP_ARGS);
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cpu), VDE_STEP_ARGS);
+  m.def("euler_step", step(&euler_step_cpu), VDE_STEP_ARGS);
 
   m.def("build_info", []() {
     py::dict info;

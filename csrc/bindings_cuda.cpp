@@ -49,6 +49,8 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("ddim_step", step(&ddim_step_cuda), py::arg("dtype"), VDE_STEP_ARGS, py::arg("stream"));
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
         py::arg("stream"));
+  m.def("euler_step", step(&euler_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
+        py::arg("stream"));
 
   m.def("build_info", []() {
     py::dict info;
