@@ -14,6 +14,8 @@ both alike; each reported time is the median of the repeats. The PyTorch composi
                       permute back to [B·F, S, C]
   ddim_step           the elementwise chain: guidance combine, x0, direction, noise term
   dpmpp_2m_step       the elementwise chain: guidance combine, x0, 2M correction, update
+  euler_step          the elementwise chain of diffusers' EulerDiscreteScheduler.step after the
+                      pipeline's guidance combine (v-prediction: c_out, c_skip, derivative, update)
 
 The "floor" of a case is its minimal bytes (every input read once, every output written once)
 over the copy bandwidth measured at the start of the same run (a large tensor copy:
@@ -252,6 +254,29 @@ def dpmpp_case(shape, guidance, second_order, device, dtype, gen) -> Case:
                 outputs=lambda: (ours(), composed()))
 
 
+def euler_case(shape, guidance, device, dtype, gen) -> Case:
+    n = shape[0]
+    rows = 2 * n if guidance is not None else n
+    x = _rand(gen, shape, device, dtype, scale=8.0)  # σ-space latents, x0 + σ·ε
+    out = _rand(gen, (rows, *shape[1:]), device, dtype)
+    sigma, sigma_next = 7.0, 4.0
+
+    def ours():
+        return ops.euler_step(x, out, sigma, sigma_next, prediction_type="v_prediction",
+                              guidance_scale=guidance)
+
+    def composed():
+        v = _guided(out, n, guidance)
+        x0 = v * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+        return x + (x - x0) / sigma * (sigma_next - sigma)
+
+    numel = x.numel()
+    reads = numel * (1 + rows // n)
+    label = "x".join(map(str, shape)) + (f" cfg={guidance}" if guidance else "") + " v"
+    return Case("euler_step", label, ours, composed, min_bytes=(reads + numel) * x.element_size(),
+                outputs=lambda: (ours(), composed()))
+
+
 def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set[str] | None
                 ) -> list[Case]:
     gen = torch.Generator(device).manual_seed(0)
@@ -288,6 +313,11 @@ def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set
         cases.append(dpmpp_case(latent, 7.5, True, device, dtype, gen))
         if not quick:
             cases.append(dpmpp_case(latent, None, False, device, dtype, gen))
+    if want("euler_step"):  # SVD-like [B, F, C, H, W]: 14 frames (72×128 latents at 576×1024)
+        svd = (2, 14, 4, 72, 128) if gpu else ((1, 14, 4, 16, 32) if quick else (2, 14, 4, 36, 64))
+        cases.append(euler_case(svd, 2.5, device, dtype, gen))
+        if not quick:
+            cases.append(euler_case(svd, None, device, dtype, gen))
     return cases
 
 
@@ -316,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="float32 on cpu (the only CPU kernel dtype); default bfloat16 on cuda")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     p.add_argument("--ops", nargs="+", choices=["posgn", "temporal_attention", "ddim_step",
-                                                "dpmpp_2m_step"], default=None)
+                                                "dpmpp_2m_step", "euler_step"], default=None)
     p.add_argument("--repeats", type=int, default=None, help="timed samples per case")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per case")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")

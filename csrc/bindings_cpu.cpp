@@ -47,6 +47,7 @@ PYBIND11_MODULE(_C, m) {
   };
   m.def("ddim_step", step(&ddim_step_cpu), VDE_STEP_ARGS);
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cpu), VDE_STEP_ARGS);
+  m.def("euler_step", step(&euler_step_cpu), VDE_STEP_ARGS);
 
   m.def("group_norm", [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
                          std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,

@@ -49,6 +49,8 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("ddim_step", step(&ddim_step_cuda), py::arg("dtype"), VDE_STEP_ARGS, py::arg("stream"));
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
         py::arg("stream"));
+  m.def("euler_step", step(&euler_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
+        py::arg("stream"));
 
   m.def("group_norm", [](int dtype, std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
                          std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,

@@ -10,8 +10,9 @@
 //   temporal_attention:  q, k, v: element (row r, pixel s, channel c) at r*row_stride + s*pix_stride + c,
 //                        rows r = b*F + f, C = H*D channels; out contiguous [B*F, S, C];
 //                        bias [F, F] float32 or nullptr.
-//   ddim / dpmpp:        x, noise, x0 [N, D]; model_out [N, D] or [2N, D] (uncond rows first)
+//   ddim / dpmpp / euler: x, noise, x0 [N, D]; model_out [N, D] or [2N, D] (uncond rows first)
 //                        when has_guidance; abar_* float32 of length N (coef_stride 1) or 1 (0).
+//                        euler reads σ_t from abar_t and σ_next from abar_next.
 #pragma once
 
 #include <cstdint>
@@ -51,12 +52,12 @@ struct StepArgs {
   const void* model_out;
   const void* noise;      // ddim only, nullable (required when eta > 0)
   const void* x0_prev;    // dpmpp only, nullable (first-order step)
-  const float* abar_t;
-  const float* abar_next;  // ᾱ_prev for DDIM (the timestep stepped to)
+  const float* abar_t;     // euler: σ_t
+  const float* abar_next;  // ᾱ_prev for DDIM (the timestep stepped to); euler: σ_next
   const float* abar_prev;  // dpmpp only: ᾱ where x0_prev was predicted; nullable
   int64_t coef_stride;     // 1: one coefficient per row; 0: one for all rows
   void* x_out;
-  void* x0_out;            // nullable for ddim, required for dpmpp
+  void* x0_out;            // nullable for ddim and euler, required for dpmpp
   int64_t N, D;
   float eta;
   Prediction prediction;
@@ -91,6 +92,7 @@ void posgn_cpu(const PosGNArgs& a);
 void temporal_attention_cpu(const AttentionArgs& a);
 void ddim_step_cpu(const StepArgs& a);
 void dpmpp_2m_step_cpu(const StepArgs& a);
+void euler_step_cpu(const StepArgs& a);
 void group_norm_cpu(const GroupNormArgs& a);
 void geglu_cpu(const GegluArgs& a);
 
@@ -99,6 +101,7 @@ void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream);
 void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream);
 void ddim_step_cuda(DType dtype, const StepArgs& a, void* stream);
 void dpmpp_2m_step_cuda(DType dtype, const StepArgs& a, void* stream);
+void euler_step_cuda(DType dtype, const StepArgs& a, void* stream);
 void group_norm_cuda(DType dtype, const GroupNormArgs& a, void* stream);
 void geglu_cuda(DType dtype, const GegluArgs& a, void* stream);
 

@@ -1,7 +1,7 @@
-// Helpers shared by the diffusion step CPU kernels (ddim_step.cpp, dpmpp_2m_step.cpp): argument
-// checks, the row pointers, compile-time dispatch on prediction type and flags, the elementwise
-// pieces both steps share (guidance, x0/ε by prediction type, clip) and the parallel driver that
-// walks [0, N*D) in line-aligned chunks, row segment by row segment.
+// Helpers shared by the diffusion step CPU kernels (ddim_step.cpp, dpmpp_2m_step.cpp,
+// euler_step.cpp): argument checks, the row pointers, compile-time dispatch on prediction type and
+// flags, the elementwise pieces the steps share (guidance, x0/ε by prediction type, clip) and the
+// parallel driver that walks [0, N*D) in line-aligned chunks, row segment by row segment.
 //
 // Compiled as part of those files, for the baseline instruction set only: no FMA contraction, so
 // the elementwise math keeps the reference's rounding (see the top comment of ddim_step.cpp).

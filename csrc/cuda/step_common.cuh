@@ -1,7 +1,7 @@
-// Helpers shared by the diffusion step CUDA kernels (ddim_step.cu, dpmpp_2m_step.cu): host-side
-// argument checks, the grid-stride kernel over packs of V elements and its launcher (dtype
-// dispatch, 128-bit packs when alignment allows), and the elementwise pieces both steps share
-// (guidance, x0/eps by prediction type, clip).
+// Helpers shared by the diffusion step CUDA kernels (ddim_step.cu, dpmpp_2m_step.cu,
+// euler_step.cu): host-side argument checks, the grid-stride kernel over packs of V elements and
+// its launcher (dtype dispatch, 128-bit packs when alignment allows), and the elementwise pieces
+// the steps share (guidance, x0/eps by prediction type, clip).
 //
 // A step is a struct with one device function, the work on the pack of V elements at element e
 // (row-major [N, D]) whose row coefficients are at index ci of the abar arrays:

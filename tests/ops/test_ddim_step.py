@@ -237,7 +237,7 @@ def test_opcheck(guidance, eta, return_x0, gen):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals H.used by inductor
 def test_torch_compile_fullgraph_all_ops(gen):
-    """The smoke test of torch.compile (default inductor backend, fullgraph) over all four ops.
+    """The smoke test of torch.compile (default inductor backend, fullgraph) over all five ops.
 
     The graph holds only the custom ops and views, so inductor generates no C++ kernels and the
     compile stays a few seconds on a small CPU. Results must equal eager bit for bit.
@@ -250,7 +250,8 @@ def test_torch_compile_fullgraph_all_ops(gen):
         a = ops.temporal_attention(q, k, v, 2, 1)
         z = ops.ddim_step(sample, out, ab[0], ab[1], guidance_scale=2.0)
         x_next, x0 = ops.dpmpp_2m_step(z, out, ab[1], ab[2], guidance_scale=2.0)
-        return y, a, x_next, x0
+        x_e = ops.euler_step(x_next, out, ab[2], ab[0], "v_prediction", guidance_scale=2.0)
+        return y, a, x_next, x0, x_e
 
     args = (torch.randn(4, 4, 3, 3, generator=gen), torch.randn(2, 4, 3, 3, generator=gen),
             torch.randn(2, 4, 3, 3, generator=gen), torch.randn(4, 3, 48, generator=gen),

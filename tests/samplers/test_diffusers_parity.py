@@ -59,6 +59,37 @@ DPM_CASES = {
                                   "euler_at_final": True}, 16),
 }
 
+# A Stable-Video-Diffusion-style config: EulerDiscrete, v-prediction, Karras σ 0.002-700,
+# continuous timesteps (c_noise = 0.25·log σ), leading spacing with steps_offset 1.
+SVD = {"_class_name": "EulerDiscreteScheduler", **SD_BETAS, "prediction_type": "v_prediction",
+       "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
+       "timestep_type": "continuous", "timestep_spacing": "leading", "steps_offset": 1,
+       "interpolation_type": "linear", "set_alpha_to_one": False, "clip_sample": False}
+
+EULER_CASES = {
+    "svd-25": (SVD, 25),
+    "svd-trailing-sigma_min-14": ({**SVD, "timestep_spacing": "trailing",
+                                   "final_sigmas_type": "sigma_min"}, 14),
+    "linear-linspace-eps-25": ({"beta_schedule": "linear"}, 25),  # fractional timesteps
+    "scaled-leading-offset1-v-20": ({**SD_BETAS, "timestep_spacing": "leading",
+                                     "steps_offset": 1, "prediction_type": "v_prediction"}, 20),
+    "linear-trailing-sample-sigma_min-10": ({"beta_schedule": "linear",
+                                             "timestep_spacing": "trailing",
+                                             "prediction_type": "sample",
+                                             "final_sigmas_type": "sigma_min"}, 10),
+    "karras-eps-15": ({**SD_BETAS, "use_karras_sigmas": True}, 15),  # fractional timesteps
+}
+
+#: For each Euler case, an option whose change the comparison must notice.
+EULER_WRONG = {
+    "svd-25": {"timestep_type": "discrete"},
+    "svd-trailing-sigma_min-14": {"final": "zero"},
+    "linear-linspace-eps-25": {"final": "sigma_min"},
+    "scaled-leading-offset1-v-20": {"karras_sigmas": True},
+    "linear-trailing-sample-sigma_min-10": {"final": "zero"},
+    "karras-eps-15": {"karras_sigmas": False},
+}
+
 
 def build(cls, config):
     return cls.from_config({k: v for k, v in config.items() if k != "_class_name"})
@@ -75,19 +106,19 @@ def model():
     return TinyDenoiser().eval()
 
 
-def check(cls, config, num_steps, model, guidance, *, other_convention=True):
+def check(cls, config, num_steps, model, guidance, *, wrong=None):
+    """vdengine within ATOL of diffusers; with ``wrong`` (ScheduleOptions fields to change), the
+    changed plan must land at least SEPARATION away: the test tells a wrong plan from rounding."""
     sched = build(cls, config)
     theirs = diffusers_loop(sched, model, noise(), num_steps, guidance)
     got = ours(sched, model, num_steps, guidance)
     err = max_abs_diff(got, theirs)
     assert err <= ATOL, f"max |vdengine - diffusers| = {err:.3g}"
-    if other_convention:  # the test can tell a wrong plan from rounding
+    if wrong:
         spec = from_diffusers(sched)
-        wrong = spec.sample(model, noise(), num_steps, guidance_scale=guidance,
-                            extra_args=conditioning(guidance is not None), disable=True,
-                            schedule_options=ScheduleOptions(**{
-                                **spec.options.to_config(), "convention": "vdengine"}))
-        assert max_abs_diff(wrong, theirs) >= SEPARATION
+        options = ScheduleOptions(**{**spec.options.to_config(), **wrong})
+        other = ours(sched, model, num_steps, guidance, schedule_options=options)
+        assert max_abs_diff(other, theirs) >= SEPARATION
     return err
 
 
@@ -97,7 +128,8 @@ def test_ddim(case, guidance, model):
     config, n = DDIM_CASES[case]
     # The two conventions coincide for leading spacing and for trailing when n divides T.
     differs = config.get("timestep_spacing") == "linspace" or case.endswith("n30")
-    check(diffusers.DDIMScheduler, config, n, model, guidance, other_convention=differs)
+    check(diffusers.DDIMScheduler, config, n, model, guidance,
+          wrong={"convention": "vdengine"} if differs else None)
 
 
 @pytest.mark.parametrize("guidance", [None, 9.0])
@@ -106,7 +138,16 @@ def test_dpm_solver(case, guidance, model):
     config, n = DPM_CASES[case]
     differs = config.get("timestep_spacing", "linspace") != "trailing"
     check(diffusers.DPMSolverMultistepScheduler, config, n, model, guidance,
-          other_convention=differs)
+          wrong={"convention": "vdengine"} if differs else None)
+
+
+@pytest.mark.parametrize("guidance", [None, 3.0])
+@pytest.mark.parametrize("case", sorted(EULER_CASES))
+def test_euler(case, guidance, model):
+    config, n = EULER_CASES[case]
+    # (Euler's two conventions differ only in rounding fractional "linspace" timesteps, which
+    # moves this toy model's result by ~1e-4: test_plans checks those timesteps exactly.)
+    check(diffusers.EulerDiscreteScheduler, config, n, model, guidance, wrong=EULER_WRONG[case])
 
 
 def test_ddim_eta_one_with_the_same_generator(model):

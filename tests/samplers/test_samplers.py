@@ -11,13 +11,21 @@ import io
 from typing import Any
 
 import diffusers
+import numpy as np
 import pytest
 import torch
 from _sampler_helpers import B, C, F, TinyDenoiser, noise
 from torch import nn
 
 import vdengine.ops
-from vdengine.samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from vdengine.samplers import (
+    SAMPLERS,
+    get_sampler,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_euler,
+)
 from vdengine.schedules import NoiseSchedule, ScheduleOptions
 
 # diffusers 0.42's DPMSolverMultistepScheduler.set_timesteps under numpy 2
@@ -219,7 +227,8 @@ def test_samplers_share_one_signature():
 
 def test_ops_are_called_through_the_module_at_call_time(model, monkeypatch):
     calls = []
-    real_ddim, real_dpm = vdengine.ops.ddim_step, vdengine.ops.dpmpp_2m_step
+    real_ddim, real_dpm, real_euler = (vdengine.ops.ddim_step, vdengine.ops.dpmpp_2m_step,
+                                       vdengine.ops.euler_step)
 
     def ddim(*a, **k):
         calls.append(("ddim", a[2].shape, a[2].device))
@@ -229,27 +238,47 @@ def test_ops_are_called_through_the_module_at_call_time(model, monkeypatch):
         calls.append(("dpm", a[2].shape, k["x0_prev"] is None))
         return real_dpm(*a, **k)
 
+    def euler(*a, **k):
+        calls.append(("euler", a[2].shape, a[2].device))
+        return real_euler(*a, **k)
+
     monkeypatch.setattr(vdengine.ops, "ddim_step", ddim)
     monkeypatch.setattr(vdengine.ops, "dpmpp_2m_step", dpm)
+    monkeypatch.setattr(vdengine.ops, "euler_step", euler)
     sample_ddim(model, noise(), NoiseSchedule(), 3, disable=True)
     sample_ddpm(model, noise(), NoiseSchedule(), 2, disable=True)
     sample_dpmpp_2m(model, noise(), NoiseSchedule(), 4, disable=True)
-    assert [c[0] for c in calls] == ["ddim"] * 5 + ["dpm"] * 4
-    assert all(c[1] == (1,) for c in calls)  # per-step ᾱ as [1] device tensors
-    assert [c[2] for c in calls[5:]] == [True, False, False, True]  # 1st order first and last
+    sample_euler(model, noise(), NoiseSchedule(), 3, disable=True)
+    assert [c[0] for c in calls] == ["ddim"] * 5 + ["dpm"] * 4 + ["euler"] * 3
+    assert all(c[1] == (1,) for c in calls)  # per-step ᾱ / σ as [1] device tensors
+    assert [c[2] for c in calls[5:9]] == [True, False, False, True]  # 1st order first and last
 
 
-def test_callback_contents(model):
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_callback_contents(model, name):
     seen = []
     schedule = NoiseSchedule("cosine")
     x = noise().transpose(3, 4)  # non-contiguous noise is accepted
-    out = sample_dpmpp_2m(model, x, schedule, 4, spacing="trailing", callback=seen.append,
-                          disable=True)
+    out = get_sampler(name)(model, x, schedule, 4, spacing="trailing", callback=seen.append,
+                            disable=True, generator=torch.Generator().manual_seed(0))
     assert out.dtype == x.dtype and out.shape == x.shape
     assert [d["t"] for d in seen] == schedule.timesteps(4, "trailing").tolist()
     assert all(set(d) == {"i", "t", "x", "x0"} for d in seen)
     assert all(isinstance(d["t"], int) and d["x0"].shape == x.shape for d in seen)
+    assert all(torch.isfinite(d["x0"]).all() for d in seen)
     torch.testing.assert_close(seen[-1]["x"], seen[-1]["x0"])  # the final step lands on x0
+
+
+def test_callback_timesteps_of_karras_sigmas_are_floats(model):
+    seen = []
+    opts = ScheduleOptions(karras_sigmas=True, timestep_type="continuous", sigma_min=0.002,
+                           sigma_max=700.0)
+    sample_euler(model, noise(), NoiseSchedule(), 5, schedule_options=opts, callback=seen.append,
+                 disable=True, prediction_type="v_prediction")
+    ts = [d["t"] for d in seen]
+    assert all(isinstance(t, float) for t in ts)
+    assert ts[0] == pytest.approx(0.25 * np.log(700.0), rel=1e-6)
+    assert ts[-1] == pytest.approx(0.25 * np.log(0.002), rel=1e-6)
 
 
 def test_clip_sample_bounds_the_result(model):
@@ -269,8 +298,8 @@ def test_progress_bar(model, monkeypatch):
 
 
 def test_errors(model):
-    with pytest.raises(ValueError, match="unknown sampler 'euler'.*'ddim', 'ddpm', 'dpmpp_2m'"):
-        get_sampler("euler")
+    with pytest.raises(ValueError, match="unknown sampler 'heun'.*'ddim', 'ddpm', 'dpmpp_2m', 'euler'"):
+        get_sampler("heun")
     schedule = NoiseSchedule()
     for fn in SAMPLERS.values():
         with pytest.raises(ValueError, match="num_steps"):
@@ -291,7 +320,7 @@ def test_errors(model):
             fn(model, noise(), schedule, 4, guidance_scale=torch.ones(F + 1))
     with pytest.raises(ValueError, match="eta"):
         sample_ddim(model, noise(), schedule, 4, eta=-1.0)
-    for name in ("ddpm", "dpmpp_2m"):  # samplers without η refuse it rather than ignore it
+    for name in ("ddpm", "dpmpp_2m", "euler"):  # samplers without η refuse it, never ignore it
         with pytest.raises(TypeError, match="eta"):
             get_sampler(name)(model, noise(), schedule, 4, eta=0.0)
     with pytest.raises(ValueError, match=r"schedule_options.karras_sigmas=True is not used by "

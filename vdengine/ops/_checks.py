@@ -195,26 +195,45 @@ def coefficient(value: object, name: str, rows: int, like: Tensor, *, allow_one:
     already on the device.
     """
     if isinstance(value, Tensor):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor or a float, got {value.dtype}")
-        if value.numel() != 1 and value.numel() != rows:
-            raise ValueError(
-                f"{name} must have 1 element or one per sample row ({rows}), got shape "
-                f"{shape_str(value.shape)}"
-            )
-        if value.device != like.device and value.device.type != "cpu":
-            raise ValueError(
-                f"{name} must be on the device of sample ({like.device}) or on the CPU, got "
-                f"{value.device}"
-            )
-        return value.detach().to(device=like.device, dtype=torch.float32,
-                                 non_blocking=True).reshape(-1).contiguous()
+        return _coefficient_tensor(value, name, rows, like)
     v = real(value, name)
     hi_ok = v < 1.0 or (allow_one and v == 1.0)
     if not (v > 0.0 and hi_ok):
         rng = "(0, 1]" if allow_one else "(0, 1)"
         raise ValueError(f"{name} must lie in {rng} (a cumulative ᾱ), got {v}")
     return torch.full((1,), v, dtype=torch.float32, device=like.device)
+
+
+def sigma(value: object, name: str, rows: int, like: Tensor, *, allow_zero: bool = False
+          ) -> Tensor:
+    """A noise level σ as the float32 tensor the Euler kernel reads: [1] or [rows].
+
+    As :func:`coefficient`, with a Python float checked to be > 0 (>= 0 with allow_zero).
+    """
+    if isinstance(value, Tensor):
+        return _coefficient_tensor(value, name, rows, like)
+    v = real(value, name)
+    if not (v > 0.0 or (allow_zero and v == 0.0)):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} (a noise level σ), "
+                         f"got {v}")
+    return torch.full((1,), v, dtype=torch.float32, device=like.device)
+
+
+def _coefficient_tensor(value: Tensor, name: str, rows: int, like: Tensor) -> Tensor:
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor or a float, got {value.dtype}")
+    if value.numel() != 1 and value.numel() != rows:
+        raise ValueError(
+            f"{name} must have 1 element or one per sample row ({rows}), got shape "
+            f"{shape_str(value.shape)}"
+        )
+    if value.device != like.device and value.device.type != "cpu":
+        raise ValueError(
+            f"{name} must be on the device of sample ({like.device}) or on the CPU, got "
+            f"{value.device}"
+        )
+    return value.detach().to(device=like.device, dtype=torch.float32,
+                             non_blocking=True).reshape(-1).contiguous()
 
 
 def coefficient_tensor(t: Tensor, name: str, rows: int, like: Tensor) -> None:

@@ -24,6 +24,7 @@ from vdengine.samplers.ddim import sample_ddim
 from vdengine.samplers.ddpm import sample_ddpm
 from vdengine.samplers.diffusers_config import SchedulerSpec, from_diffusers
 from vdengine.samplers.dpmpp import sample_dpmpp_2m
+from vdengine.samplers.euler import sample_euler
 from vdengine.schedules import ScheduleOptions
 
 Sampler = Callable[..., Tensor]
@@ -32,6 +33,7 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": sample_ddim,
     "dpmpp_2m": sample_dpmpp_2m,
     "ddpm": sample_ddpm,
+    "euler": sample_euler,
 }
 
 
@@ -53,4 +55,5 @@ __all__ = [
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
+    "sample_euler",
 ]
