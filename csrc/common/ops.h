@@ -13,6 +13,9 @@
 //   ddim / dpmpp / euler: x, noise, x0 [N, D]; model_out [N, D] or [2N, D] (uncond rows first)
 //                        when has_guidance; abar_* float32 of length N (coef_stride 1) or 1 (0).
 //                        euler reads σ_t from abar_t and σ_next from abar_next.
+//                        guidance_frames: float32 [frames] per-frame scales or nullptr (then
+//                        guidance_scale): element d of a row [D = frames·frame_inner] is in
+//                        frame d / frame_inner (samples laid out [N, F, ...]).
 #pragma once
 
 #include <cstdint>
@@ -63,6 +66,8 @@ struct StepArgs {
   Prediction prediction;
   bool has_guidance;
   float guidance_scale;
+  const float* guidance_frames;  // nullable: per-frame scales [frames] replace guidance_scale
+  int64_t frames, frame_inner;   // with guidance_frames: D = frames * frame_inner
   bool has_clip;
   float clip_sample;
 };

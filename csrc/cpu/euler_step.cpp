@@ -2,6 +2,7 @@
 // math of diffusers' EulerDiscreteScheduler.step with s_churn = 0), float32 CPU kernel.
 //
 //   m   = model_out, or u + g*(c - u) with [uncond; cond] rows under classifier-free guidance
+//         (g: one scale, or per frame for samples laid out [N, F, ...], as SVD's linspace)
 //   x0  = x - σ·m                              (epsilon)
 //         m·(-σ/√(σ²+1)) + x/(σ²+1)            (v: EDM's c_out, c_skip with σ_data = 1)
 //         m                                    (sample)
@@ -59,9 +60,10 @@ VDE_INLINE float euler_x0(float x, float m, const EulerCoef& c) {
   else return m;
 }
 
-// Elements [d0, d1) of row n.
+// Elements [d0, d1) of row n, guidance scale g.
 template <Prediction P, bool GUIDE, bool CLIP, bool X0>
-void euler_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const EulerCoef& c) {
+void euler_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const EulerCoef& c,
+                   float g) {
   const int64_t off = n * p.D;
   const float* x = p.x + off;
   const float* mu = p.mo + off;
@@ -69,7 +71,7 @@ void euler_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const Euler
   float* xo = p.x_out + off;
   float* x0o = X0 ? p.x0_out + off : nullptr;
   const EulerCoef cc = c;
-  const float g = p.g, lo = p.lo, hi = p.hi;
+  const float lo = p.lo, hi = p.hi;
   VDE_OMP(simd)
   for (int64_t d = d0; d < d1; ++d) {
     const float xv = x[d];
@@ -83,7 +85,7 @@ void euler_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const Euler
   }
 }
 
-using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const EulerCoef&);
+using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const EulerCoef&, float);
 
 SegmentFn pick_segment(Prediction pred, bool guide, bool clip, bool x0) {
   SegmentFn fn = nullptr;
@@ -112,7 +114,10 @@ void euler_step_cpu(const StepArgs& a) {
   const SegmentFn seg = pick_segment(a.prediction, a.has_guidance, a.has_clip, a.x0_out != nullptr);
   for_each_row_segment(a.N, a.D, [&](int64_t n, int64_t d0, int64_t d1) {
     const int64_t ci = n * a.coef_stride;
-    seg(p, n, d0, d1, euler_coef(a.abar_t[ci], a.abar_next[ci]));
+    const EulerCoef c = euler_coef(a.abar_t[ci], a.abar_next[ci]);
+    for_each_guidance_piece(p, d0, d1, [&](int64_t e0, int64_t e1, float g) {
+      seg(p, n, e0, e1, c, g);
+    });
   });
 }
 

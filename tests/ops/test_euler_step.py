@@ -37,14 +37,15 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, kind="f
     sigma, sigma_next = schedule(n, gen, final=final, top=top)
     sample = (sample * (1 + sigma.reshape(-1, *[1] * (len(shape) - 1)))).to(device, dtype)
     model_output = model_output.to(device, dtype)
+    g_op, g_ref = H.guidance_arg(guidance, shape, gen, device)
     out = ops.euler_step(sample, model_output, H.coefficient(sigma, kind, device),
                          H.coefficient(sigma_next, kind, device), prediction_type=prediction,
-                         guidance_scale=guidance, clip_sample=clip, return_x0=return_x0)
+                         guidance_scale=g_op, clip_sample=clip, return_x0=return_x0)
     x_next, x0 = out if return_x0 else (out, None)
     H.assert_fresh_output(x_next, sample)
     ref_next, ref_x0 = R.euler_step(
         H.f64_cpu(sample), H.f64_cpu(model_output), H.used(sigma, kind).double(),
-        H.used(sigma_next, kind).double(), prediction, guidance, clip, return_x0=True,
+        H.used(sigma_next, kind).double(), prediction, g_ref, clip, return_x0=True,
     )
     H.assert_matches(x_next, ref_next, dtype)
     if return_x0:
@@ -92,6 +93,33 @@ def test_coefficient_layouts(kind, gen):
 
 def test_video_shape(gen):
     check((2, 14, 4, 32, 32), gen, prediction="v_prediction", guidance=2.5, kind="per_row")
+
+# ---- per-frame guidance ([N, F, ...] samples, one scale per frame) ----------------------------------
+
+
+@pytest.mark.parametrize("shape", H.FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
+@pytest.mark.parametrize("kind", ["float", "per_row"])
+def test_per_frame_guidance_matches_reference(shape, prediction, kind, gen):
+    check(shape, gen, prediction=prediction, guidance="frames", kind=kind)
+
+
+def test_per_frame_guidance_is_scalar_guidance_frame_by_frame(gen):
+    """Frame f of a per-frame-guided step is, bit for bit, the step of frame f alone with scale f
+    (and equal per-frame scales are the scalar scale)."""
+    sample, out = torch.randn(2, 5, 3, 4, generator=gen), torch.randn(4, 5, 3, 4, generator=gen)
+    scales = torch.tensor([0.0, 1.0, 2.0, 7.5, 12.0])
+
+    def step(x, o, g):
+        return ops.euler_step(x, o, 4.0, 1.5, "v_prediction", guidance_scale=g, return_x0=True)
+
+    for got, want in zip(step(sample, out, torch.full((5,), 3.5)), step(sample, out, 3.5)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    guided = step(sample, out, scales)
+    for f in range(5):
+        alone = step(sample[:, f].contiguous(), out[:, f].contiguous(), float(scales[f]))
+        for got, want in zip(guided, alone):
+            torch.testing.assert_close(got[:, f], want, atol=0, rtol=0)
 
 
 @given(
@@ -188,20 +216,25 @@ def test_requires_grad_raises_and_points_to_reference(gen):
         ops.euler_step(sample, out.requires_grad_(True), 3.0, 1.0)
     with pytest.raises(RuntimeError, match=r"sigma requires grad"):
         ops.euler_step(sample, out.detach(), torch.tensor(3.0, requires_grad=True), 1.0)
+    with pytest.raises(RuntimeError, match=r"guidance_scale requires grad"):
+        ops.euler_step(sample, torch.cat([out, out]).detach(), 3.0, 1.0,
+                       guidance_scale=torch.ones(8, requires_grad=True))
     with torch.no_grad():
         ops.euler_step(sample, out, 3.0, 1.0)
 
 
-@pytest.mark.parametrize("guidance,return_x0,prediction", [(None, False, "epsilon"),
-                                                           (3.0, True, "v_prediction")])
+@pytest.mark.parametrize("guidance,return_x0,prediction", [
+    (None, False, "epsilon"), (3.0, True, "v_prediction"), ("frames", True, "v_prediction")])
 def test_opcheck(guidance, return_x0, prediction, gen):
     n = 3
     sample = torch.randn(n, 4, 5, generator=gen)
     out = torch.randn(2 * n if guidance else n, 4, 5, generator=gen)
     sigma, sigma_next = schedule(n, gen)
+    scale, frames = (None, 5 * torch.rand(4, generator=gen)) if guidance == "frames" else (
+        guidance, None)
     torch.library.opcheck(torch.ops.vdengine.euler_step.default,
-                          (sample, out, sigma, sigma_next[:1].clone(), prediction, guidance, 1.0,
-                           return_x0))
+                          (sample, out, sigma, sigma_next[:1].clone(), prediction, scale, frames,
+                           1.0, return_x0))
 
 
 def test_torch_export(gen):
@@ -229,6 +262,17 @@ def _args(**over):
 
 
 BAD = [
+    ({"guidance_scale": torch.ones(3), "model_output": torch.randn(6, 4, 5)}, ValueError,
+     (r"guidance_scale as a tensor must hold one scale per frame, shape \[F\] for sample "
+      r"\[N, F, ...\]; got shape \[3\] for sample \[3, 4, 5\]")),
+    ({"guidance_scale": torch.ones(1, 4), "model_output": torch.randn(6, 4, 5)}, ValueError,
+     r"guidance_scale as a tensor must hold one scale per frame"),
+    ({"guidance_scale": torch.ones(4, dtype=torch.int64), "model_output": torch.randn(6, 4, 5)},
+     TypeError, r"guidance_scale as a tensor must be floating point"),
+    ({"guidance_scale": torch.ones(4, device="meta"), "model_output": torch.randn(6, 4, 5)},
+     ValueError, r"guidance_scale must be on the device of sample \(cpu\) or on the CPU"),
+    ({"guidance_scale": torch.ones(4), "model_output": torch.randn(3, 4, 5)}, ValueError,
+     r"with guidance_scale, model_output must have 2N rows"),
     ({"sample": None}, TypeError, r"sample must be a torch\.Tensor"),
     ({"model_output": 1.0}, TypeError, r"model_output must be a torch\.Tensor"),
     ({"sample": torch.tensor(1.0)}, ValueError, r"sample must have at least one dimension"),
@@ -237,7 +281,7 @@ BAD = [
     ({"model_output": torch.randn(6, 4, 5)}, ValueError, r"needs guidance_scale"),
     ({"guidance_scale": 2.0}, ValueError,
      r"with guidance_scale, model_output must have 2N rows \[uncond; cond\]: shape \[6, 4, 5\]"),
-    ({"guidance_scale": "2"}, TypeError, r"guidance_scale must be a float or None"),
+    ({"guidance_scale": "2"}, TypeError, r"guidance_scale must be a float, a 1-D tensor of per-frame scales or None"),
     ({"guidance_scale": float("inf")}, ValueError, r"guidance_scale must be finite"),
     ({"prediction_type": "eps"}, ValueError, r"prediction_type must be one of"),
     ({"clip_sample": 0.0}, ValueError, r"clip_sample must be positive"),
@@ -274,10 +318,14 @@ def test_bad_arguments_direct_custom_op_call():
     one = torch.tensor([2.0])
     with pytest.raises(ValueError, match="sigma must be a float32 tensor of shape"):
         torch.ops.vdengine.euler_step(kw["sample"], kw["model_output"], one.double(), one,
-                                      "epsilon", None, None, False)
+                                      "epsilon", None, None, None, False)
     with pytest.raises(ValueError, match="with guidance_scale"):
         torch.ops.vdengine.euler_step(kw["sample"], kw["model_output"], one, one, "epsilon", 2.0,
-                                      None, False)
+                                      None, None, False)
+    guided = torch.cat([kw["model_output"], kw["model_output"]])
+    with pytest.raises(ValueError, match="guidance_frames must be on the device of sample"):
+        torch.ops.vdengine.euler_step(kw["sample"], guided, one, one, "epsilon", None,
+                                      torch.ones(4, device="meta"), None, False)
 
 
 # ---- CUDA ------------------------------------------------------------------------------------------
@@ -340,7 +388,11 @@ def test_cuda_opcheck(gen, cuda_device):
     out = torch.randn(2 * n, 4, 5, device=cuda_device, dtype=torch.float16)
     sigma, sigma_next = (t.to(cuda_device) for t in schedule(n, gen))
     torch.library.opcheck(torch.ops.vdengine.euler_step.default,
-                          (sample, out, sigma, sigma_next, "v_prediction", 3.0, None, True))
+                          (sample, out, sigma, sigma_next, "v_prediction", 3.0, None, None, True))
+    frames = torch.rand(4, device=cuda_device)
+    torch.library.opcheck(torch.ops.vdengine.euler_step.default,
+                          (sample, out, sigma, sigma_next, "v_prediction", None, frames, None,
+                           True))
 
 
 @pytest.mark.cuda
@@ -350,3 +402,12 @@ def test_cuda_mixed_devices(cuda_device):
         ops.euler_step(sample, sample.cpu(), 3.0, 1.0)
     with pytest.raises(ValueError, match="sigma must be on the device of sample"):
         ops.euler_step(sample.cpu(), sample.cpu(), torch.tensor(3.0, device=cuda_device), 1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", H.DTYPES, ids=str)
+@pytest.mark.parametrize("shape", H.CUDA_FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
+def test_cuda_per_frame_guidance(dtype, shape, prediction, gen, cuda_device):
+    check(shape, gen, prediction=prediction, guidance="frames", kind="per_row", dtype=dtype,
+          device=cuda_device)

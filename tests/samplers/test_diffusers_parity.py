@@ -150,6 +150,33 @@ def test_euler(case, guidance, model):
     check(diffusers.EulerDiscreteScheduler, config, n, model, guidance, wrong=EULER_WRONG[case])
 
 
+@pytest.mark.parametrize("case,bounds", [("svd-25", (1.0, 3.0)),
+                                         ("svd-trailing-sigma_min-14", (2.0, 2.5))])
+def test_svd_per_frame_guidance(case, bounds, model):
+    """SVD's guidance: linspace(min_guidance_scale, max_guidance_scale, F), one scale per frame."""
+    config, n = EULER_CASES[case]
+    scales = torch.linspace(*bounds, noise().shape[1])
+    sched = build(diffusers.EulerDiscreteScheduler, config)
+    theirs = diffusers_loop(sched, model, noise(), n, scales)
+    got = ours(sched, model, n, scales)
+    assert max_abs_diff(got, theirs) <= ATOL
+    # The per-frame scales matter: their mean as one scale lands elsewhere.
+    assert max_abs_diff(ours(sched, model, n, float(scales.mean())), theirs) >= SEPARATION
+
+
+@pytest.mark.parametrize("sampler_case", [("ddim", "animatediff-linspace"),
+                                          ("dpm", "modelscope-25")])
+def test_per_frame_guidance_ddim_and_dpm(sampler_case, model):
+    kind, case = sampler_case
+    cls, cases = ((diffusers.DDIMScheduler, DDIM_CASES) if kind == "ddim" else
+                  (diffusers.DPMSolverMultistepScheduler, DPM_CASES))
+    config, n = cases[case]
+    scales = torch.tensor([3.0, 7.5, 12.0])
+    sched = build(cls, config)
+    assert max_abs_diff(ours(sched, model, n, scales),
+                        diffusers_loop(sched, model, noise(), n, scales)) <= ATOL
+
+
 def test_ddim_eta_one_with_the_same_generator(model):
     sched = build(diffusers.DDIMScheduler, DDIM_CASES["scaled-trailing-v-n30"][0])
     theirs = diffusers_loop(sched, model, noise(), 30, step_kw={

@@ -164,15 +164,19 @@ class Recorder(nn.Module):
         return self.inner(x, t, **kw)
 
 
+@pytest.mark.parametrize("per_frame", [False, True])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_guidance_is_one_forward_and_equals_combining_by_hand(model, name):
+def test_guidance_is_one_forward_and_equals_combining_by_hand(model, name, per_frame):
     g = torch.Generator().manual_seed(5)
     uncond, cond = torch.zeros(B, C), torch.randn(B, C, generator=g)
-    scale, steps = 4.0, 6
+    steps = 6
+    # One scale, or one per frame (SVD's linspace(min, max, F)) for x [B, F, C, H, W].
+    scale = torch.linspace(1.0, 6.0, F) if per_frame else 4.0
+    by_frame = scale.reshape(1, F, 1, 1, 1) if per_frame else scale
 
     def by_hand(x, t):  # two forwards, u + s·(c − u), then an unguided step
         u, c = model(x, t, cond=uncond), model(x, t, cond=cond)
-        return u + scale * (c - u)
+        return u + by_frame * (c - u)
 
     rec = Recorder(model)
     sampler = get_sampler(name)
@@ -338,18 +342,20 @@ def test_errors(model):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("per_frame", [False, True])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_no_host_sync_in_the_loop_cuda(model, name):
+def test_no_host_sync_in_the_loop_cuda(model, name, per_frame):
     m = TinyDenoiser().cuda().eval()
     x = noise().cuda()
     g = torch.Generator(device="cuda").manual_seed(0)
     extra = {"cond": torch.zeros(2 * B, C, device="cuda")}
-    get_sampler(name)(m, x, NoiseSchedule(), 2, guidance_scale=2.0, extra_args=extra,
+    scale = torch.linspace(1.0, 3.0, F) if per_frame else 2.0  # a CPU tensor: copied once
+    get_sampler(name)(m, x, NoiseSchedule(), 2, guidance_scale=scale, extra_args=extra,
                       generator=g, disable=True)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        get_sampler(name)(m, x, NoiseSchedule(), 6, guidance_scale=2.0, extra_args=extra,
+        get_sampler(name)(m, x, NoiseSchedule(), 6, guidance_scale=scale, extra_args=extra,
                           generator=g, disable=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")

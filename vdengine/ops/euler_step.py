@@ -22,7 +22,7 @@ def euler_step(
     sigma: Tensor | float,  # σ of the current step: float, or tensor [1] / [N]
     sigma_next: Tensor | float,  # σ stepped to (0 = the clean end)
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per-frame scales for [N, F, ...]
     clip_sample: float | None = None,
     return_x0: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:  # x_next [N, ...] or (x_next, x0)
@@ -43,7 +43,10 @@ def euler_step(
             sync, so the step is CUDA-graph capturable.
         sigma_next: σ stepped to, like sigma; a float may be 0.
         prediction_type: "epsilon", "v_prediction" or "sample".
-        guidance_scale: Classifier-free guidance scale s: out = u + s·(c − u) on the stacked rows.
+        guidance_scale: Classifier-free guidance scale s: out = u + s·(c − u) on the stacked rows;
+            a float, or a 1-D tensor of F per-frame scales for sample laid out [N, F, ...] (SVD's
+            linspace(min, max, F); element frame = (index / inner) % F, inner = the product of
+            the dims after F).
         clip_sample: Clamp x0 to [−clip_sample, clip_sample] (> 0) when given.
         return_x0: Also return the predicted x0.
 
@@ -59,31 +62,32 @@ def euler_step(
     if sample.dim() < 1:
         raise ValueError("sample must have at least one dimension [N, ...], got a 0-d tensor")
     prediction_type = ck.prediction_type(prediction_type)
-    guidance_scale = ck.real(guidance_scale, "guidance_scale", allow_none=True)
     clip_sample = ck.positive_real(clip_sample, "clip_sample", allow_none=True)
     return_x0 = ck.flag(return_x0, "return_x0")
     n = sample.shape[0]
     if torch.is_grad_enabled():
         ck.no_grad("euler_step", {
-            "sample": sample, "model_output": model_output,
-            "sigma": sigma if isinstance(sigma, Tensor) else None,
-            "sigma_next": sigma_next if isinstance(sigma_next, Tensor) else None,
+            "sample": sample, "model_output": model_output, "sigma": sigma,
+            "sigma_next": sigma_next, "guidance_scale": guidance_scale,
         })
+    guidance_scale, frames = ck.guidance(guidance_scale, sample)
     s = ck.sigma(sigma, "sigma", n, sample)
     s_next = ck.sigma(sigma_next, "sigma_next", n, sample, allow_zero=True)
     x_next, x0 = _euler_op(sample, model_output, s, s_next, prediction_type, guidance_scale,
-                           clip_sample, return_x0)
+                           frames, clip_sample, return_x0)
     return (x_next, x0) if return_x0 else x_next
 
 
 def _validate(
     sample: Tensor, model_output: Tensor, sigma: Tensor, sigma_next: Tensor, prediction_type: str,
-    guidance_scale: float | None, clip_sample: float | None,
+    guidance_scale: float | None, guidance_frames: Tensor | None, clip_sample: float | None,
 ) -> tuple[int, int]:
     ck.prediction_type(prediction_type)
     ck.real(guidance_scale, "guidance_scale", allow_none=True)
     ck.positive_real(clip_sample, "clip_sample", allow_none=True)
-    n, d = ck.step_tensors(sample, model_output, guidance_scale, {})
+    guided = guidance_scale is not None or guidance_frames is not None
+    n, d = ck.step_tensors(sample, model_output, guided, {})
+    ck.guidance_frames_tensor(guidance_frames, sample, guidance_scale)
     ck.coefficient_tensor(sigma, "sigma", n, sample)
     ck.coefficient_tensor(sigma_next, "sigma_next", n, sample)
     return n, d
@@ -92,11 +96,13 @@ def _validate(
 @torch.library.custom_op("vdengine::euler_step", mutates_args=())
 def _euler_op(
     sample: Tensor, model_output: Tensor, sigma: Tensor, sigma_next: Tensor, prediction_type: str,
-    guidance_scale: float | None, clip_sample: float | None, return_x0: bool,
+    guidance_scale: float | None, guidance_frames: Tensor | None, clip_sample: float | None,
+    return_x0: bool,
 ) -> tuple[Tensor, Tensor]:
-    """(x_next, x0); x0 is an empty [0] tensor unless return_x0 (the kernel then skips it)."""
+    """(x_next, x0); x0 is an empty [0] tensor unless return_x0 (the kernel then skips it).
+    guidance_frames: float32 [F] per-frame scales (instead of guidance_scale), or None."""
     n, d = _validate(sample, model_output, sigma, sigma_next, prediction_type, guidance_scale,
-                     clip_sample)
+                     guidance_frames, clip_sample)
     x_next = ck.new_output(sample.shape, sample)
     x0 = ck.new_output(sample.shape if return_x0 else (0,), sample)
     if x_next.numel() == 0:
@@ -105,8 +111,8 @@ def _euler_op(
     ck.launch(
         "euler_step", sample, sample.data_ptr(), model_output.data_ptr(), 0, 0, s.data_ptr(),
         s_next.data_ptr(), 0, coef_stride, x_next.data_ptr(), ck.ptr(x0) if return_x0 else 0,
-        n, d, 0.0, _native.PREDICTION_CODES[prediction_type], guidance_scale is not None,
-        0.0 if guidance_scale is None else guidance_scale, clip_sample is not None,
+        n, d, 0.0, _native.PREDICTION_CODES[prediction_type],
+        *ck.guidance_launch_args(guidance_scale, guidance_frames, d), clip_sample is not None,
         0.0 if clip_sample is None else clip_sample,
     )
     return x_next, x0
@@ -115,8 +121,9 @@ def _euler_op(
 @_euler_op.register_fake
 def _euler_fake(
     sample: Tensor, model_output: Tensor, sigma: Tensor, sigma_next: Tensor, prediction_type: str,
-    guidance_scale: float | None, clip_sample: float | None, return_x0: bool,
+    guidance_scale: float | None, guidance_frames: Tensor | None, clip_sample: float | None,
+    return_x0: bool,
 ) -> tuple[Tensor, Tensor]:
     _validate(sample, model_output, sigma, sigma_next, prediction_type, guidance_scale,
-              clip_sample)
+              guidance_frames, clip_sample)
     return sample.new_empty(sample.shape), sample.new_empty(sample.shape if return_x0 else (0,))

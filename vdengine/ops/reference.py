@@ -126,11 +126,19 @@ def _per_row(coef: Tensor | float, rows: int, like: Tensor) -> Tensor:
     return t.reshape(rows, *([1] * (like.dim() - 1)))
 
 
-def combine_guidance(model_output: Tensor, rows: int, guidance_scale: float | None) -> Tensor:
-    """Classifier-free guidance on [uncond; cond] stacked rows: u + s·(c − u)."""
+def combine_guidance(model_output: Tensor, rows: int, guidance_scale: float | Tensor | None
+                     ) -> Tensor:
+    """Classifier-free guidance on [uncond; cond] stacked rows: u + s·(c − u).
+
+    guidance_scale: a float, or a [F] tensor of per-frame scales for rows laid out [N, F, ...]
+    (frame f of every row uses scale f, as SVD's linspace(min, max, F)).
+    """
     if guidance_scale is None:
         return model_output
     uncond, cond = model_output[:rows], model_output[rows:]
+    if isinstance(guidance_scale, Tensor):
+        shape = (1, guidance_scale.numel(), *([1] * (model_output.dim() - 2)))
+        guidance_scale = guidance_scale.to(model_output.dtype).reshape(shape)
     return uncond + guidance_scale * (cond - uncond)
 
 
@@ -161,7 +169,7 @@ def ddim_step(
     eta: float = 0.0,
     noise: Tensor | None = None,  # [N, ...], needed when eta > 0
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per frame
     clip_sample: float | None = None,
     return_x0: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -197,7 +205,7 @@ def dpmpp_2m_step(
     x0_prev: Tensor | None = None,  # [N, ...] the x0 predicted at the previous step
     alpha_bar_prev: Tensor | float | None = None,  # ᾱ at the previous step's timestep
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per frame
     clip_sample: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One DPM-Solver++(2M) update (Lu et al. 2022), data prediction, midpoint form.
@@ -236,7 +244,7 @@ def euler_step(
     sigma: Tensor | float,  # σ of the current step
     sigma_next: Tensor | float,  # σ stepped to (0 = the clean end)
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per frame
     clip_sample: float | None = None,
     return_x0: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
