@@ -1,5 +1,6 @@
 """End-to-end sampling parity: vdengine's samplers (configured by from_diffusers) driving the
-accelerated DiffusersDenoiser against diffusers' own loops written as the pipelines write them —
+accelerated DiffusersDenoiser against diffusers' own loops written as the pipelines write them
+(vdengine.adapters.diffusers.pipeline_loops) —
 ModelScope UNet3D + DDIM (TextToVideoSDPipeline), AnimateDiff + DPM-Solver++ (AnimateDiffPipeline)
 and SVD + Euler with per-frame guidance (StableVideoDiffusionPipeline); with and without guidance,
 batch 1 and 2. Both start from the same unit noise. Tolerance: max |difference| <= 2e-5 × max
@@ -16,6 +17,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from vdengine.adapters.diffusers import DiffusersDenoiser
+from vdengine.adapters.diffusers.pipeline_loops import pipeline_loop
 from vdengine.denoiser import prepare_conditioning
 from vdengine.samplers import from_diffusers
 
@@ -37,60 +39,6 @@ STEPS = 5
 GUIDANCE = {"unet3d": 9.0, "motion": 7.5, "svd": (1.0, 3.0)}  # SVD: min/max over frames
 
 
-def text_to_video_loop(unet, scheduler, noise, inputs, guidance, animatediff):
-    """TextToVideoSDPipeline / AnimateDiffPipeline's denoising loop on latents [B, C, F, H, W]."""
-    ehs = inputs["prompt_embeds"]
-    if guidance is not None:
-        ehs = torch.cat([inputs["negative_prompt_embeds"], ehs])
-    if animatediff:
-        ehs = ehs.repeat_interleave(noise.shape[1], dim=0)
-    latents = noise.permute(0, 2, 1, 3, 4) * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        lmi = torch.cat([latents] * 2) if guidance is not None else latents
-        lmi = scheduler.scale_model_input(lmi, t)
-        with torch.no_grad():
-            pred = unet(lmi, t, encoder_hidden_states=ehs).sample
-        if guidance is not None:
-            u, c = pred.chunk(2)
-            pred = u + guidance * (c - u)
-        if animatediff:
-            latents = scheduler.step(pred, t, latents).prev_sample
-        else:  # TextToVideoSD steps on [B·F, C, H, W]
-            b, c, f, h, w = latents.shape
-            flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-            pred = pred.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-            flat = scheduler.step(pred, t, flat).prev_sample
-            latents = flat[None, :].reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
-    return latents.permute(0, 2, 1, 3, 4)
-
-
-def svd_loop(unet, scheduler, noise, inputs, guidance):
-    """StableVideoDiffusionPipeline's loop on latents [B, F, C, H, W]."""
-    b, f = noise.shape[:2]
-    emb, img = inputs["image_embeddings"], inputs["image_latents"]
-    ids = torch.tensor([[inputs["fps"] - 1, inputs["motion_bucket_id"],
-                         inputs["noise_aug_strength"]]]).repeat(b, 1)
-    scale = None
-    if guidance is not None:
-        emb = torch.cat([torch.zeros_like(emb), emb])
-        img = torch.cat([torch.zeros_like(img), img])
-        ids = torch.cat([ids, ids])
-        scale = torch.linspace(*guidance, f)[None].repeat(b, 1)[..., None, None, None]
-    img = img.unsqueeze(1).repeat(1, f, 1, 1, 1)
-    latents = noise * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        lmi = torch.cat([latents] * 2) if guidance is not None else latents
-        lmi = scheduler.scale_model_input(lmi, t)
-        lmi = torch.cat([lmi, img], dim=2)
-        with torch.no_grad():
-            pred = unet(lmi, t, encoder_hidden_states=emb, added_time_ids=ids).sample
-        if guidance is not None:
-            u, c = pred.chunk(2)
-            pred = u + scale * (c - u)
-        latents = scheduler.step(pred, t, latents).prev_sample
-    return latents
-
-
 @pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("guided", [False, True])
@@ -101,11 +49,7 @@ def test_sampling_matches_the_pipeline_loop(family, batch, guided, tiny_unets):
     noise = _calls.rand(batch, F, 4, H, W, seed=7 + batch)
     inputs = _calls.user_inputs(family, batch, H, W)
     guidance = GUIDANCE[family] if guided else None
-    if family == "svd":
-        expected = svd_loop(unet, scheduler, noise, inputs, guidance)
-    else:
-        expected = text_to_video_loop(unet, scheduler, noise, inputs, guidance,
-                                      animatediff=family == "motion")
+    expected = pipeline_loop(family, unet, scheduler, noise, inputs, guidance)
 
     den = DiffusersDenoiser(unet, SCHEDULERS[family]())
     spec = from_diffusers(SCHEDULERS[family]())
