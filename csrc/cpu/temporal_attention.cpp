@@ -15,12 +15,14 @@
 //   3. softmax over j for the L queries at once: max, exp, sum are lane-wise across st rows (no
 //      horizontal reductions); exp is an inlined polynomial.
 //   4. O = P V: o_i[c:c+L] = Σ_j st[j][i] v_j[c:c+L], 8 queries per pass (4 on SSE2) sharing each
-//      v load; scaled by 1/Σ and stored straight into the contiguous output row.
+//      v load; scaled by 1/Σ and stored straight into the contiguous output row. The D % L tail
+//      channels (head dims such as 8 or 40) run the same vector FMAs on a zero-padded copy of
+//      V's tail, made once per item.
 //   q, k, v are read in place through their strides (no permute copies). Work items (pixel-major,
 //   head-minor) go to the threads in contiguous chunks (dynamic, ~16 per thread). An item touches
 //   4F separate D-float rows (q, k, v, out of every frame): too many streams for the hardware
 //   prefetcher, so the same head of the next pixel is prefetched explicitly. Scratch per thread:
-//   L*(D + F + 1) floats (3 KiB at F=16, D=32), in L1.
+//   L*(D + 2F + 1) floats (4 KiB at F=16, D=32), in L1.
 //
 // Bytes moved (minimal, and what this kernel moves): read q, k, v and write out once, 16 bytes
 //   per element of q: 16*B*F*S*C. The PyTorch path (permute copies, SDPA, permute back) moves
@@ -143,8 +145,8 @@ struct Attn {
 
 constexpr int kMaxLanes = 16;
 constexpr int64_t kSumBlock = 16;  // dot products sum blocks of 16 terms, then the blocks
-// Scratch per thread, in floats: qt [D][L] + st [F][L] + inv [L].
-inline int64_t scratch_floats(int64_t F, int64_t D) { return kMaxLanes * (D + F + 1); }
+// Scratch per thread, in floats: qt [D][L] + st [F][L] + inv [L] + vt [F][L].
+inline int64_t scratch_floats(int64_t F, int64_t D) { return kMaxLanes * (D + 2 * F + 1); }
 
 template <int ISA> constexpr int lanes() { return ISA == kAvx512 ? 16 : (ISA == kAvx2 ? 8 : 4); }
 // Queries per pass of step 4: QB accumulators + 1 v vector stay in registers.
@@ -163,6 +165,9 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
   float* qt = scratch;           // [D][L]
   float* st = qt + L * D;        // [F][L]
   float* inv = st + L * F;       // [L]
+  float* vt = inv + L;           // [F][L]: the channel tail of V (D % L channels), zero-padded
+  const int64_t c_tail = D - D % L, rem = D % L;  // first tail channel, tail width
+  if (rem) std::memset(vt, 0, sizeof(float) * L * F);  // lanes >= rem stay zero
   const V zero{};
   const float ninf = -std::numeric_limits<float>::infinity();
 
@@ -187,6 +192,10 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
         prefetch_span<false>(vn + i * a.vr, D * 4);
         prefetch_span<true>(on + i * o_row, D * 4);
       }
+    }
+
+    if (rem) {  // the channel tail of every frame's V row, in full zero-padded vectors
+      for (int64_t j = 0; j < F; ++j) std::memcpy(vt + j * L, vb + j * a.vr + c_tail, rem * 4);
     }
 
     for (int64_t i0 = 0; i0 < F; i0 += L) {
@@ -322,14 +331,18 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
             store(ob + (i0 + ii + qq) * o_row + c0, o);
           }
         }
-        if (c0 < D) {  // channel tail (D not a multiple of L): scalar
+        if (rem) {  // channel tail (D % L channels): the same FMAs on the padded copy vt
+          V acc[QB];
+          for (int qq = 0; qq < QB; ++qq) acc[qq] = zero;
+          const float* prow = st + ii;
+          for (int64_t jj = 0; jj < F; ++jj, prow += L) {
+            V vv;
+            load(vv, vt + jj * L);
+            for (int qq = 0; qq < QB; ++qq) acc[qq] += prow[qq] * vv;
+          }
           for (int64_t qq = 0; qq < nq; ++qq) {
-            float* orow = ob + (i0 + ii + qq) * o_row;
-            for (int64_t d = c0; d < D; ++d) {
-              float acc = 0.0f;
-              for (int64_t jj = 0; jj < F; ++jj) acc += st[jj * L + ii + qq] * vb[jj * a.vr + d];
-              orow[d] = acc * inv[ii + qq];
-            }
+            const V o = acc[qq] * inv[ii + qq];
+            std::memcpy(ob + (i0 + ii + qq) * o_row + c_tail, &o, rem * 4);
           }
         }
       }
