@@ -21,7 +21,9 @@ SVD + Euler with per-frame guidance) from the same noise, with classifier-free g
 "mid" configs: ~10-11 M parameters (block channels 64/128/128, attention on the two upper
 levels), 16 frames of 32×32 latents, 77 text tokens. Each column: warmup runs (compiling, for
 the compiled column), then repeats interleaved across columns so drift on a shared machine hits
-them alike; the time per video is the median over repeats divided by the batch. Peak memory:
+them alike; the time per video is the median over repeats divided by the batch, in wall time and
+in this process's CPU time (less sensitive to other processes on a shared machine; equal to the
+wall time times the threads kept busy). Peak memory:
 the peak increase of the heap in use during a column's timed runs (glibc mallinfo2 sampled every
 2 ms; CPU), or torch.cuda.max_memory_allocated (CUDA). "max |diff|" is the largest difference of
 the final latents from the diffusers column (float32 rounding only). Prints a markdown table;
@@ -237,7 +239,7 @@ def sync(device: str) -> None:
 
 
 def time_columns(runs: dict[str, Callable], args: argparse.Namespace) -> dict[str, dict]:
-    out: dict[str, dict] = {k: {"times_s": [], "warmup_s": []} for k in runs}
+    out: dict[str, dict] = {k: {"times_s": [], "cpu_s": [], "warmup_s": []} for k in runs}
     latents: dict[str, torch.Tensor] = {}
     for name, fn in runs.items():
         for _ in range(args.warmup):
@@ -251,10 +253,11 @@ def time_columns(runs: dict[str, Callable], args: argparse.Namespace) -> dict[st
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             with peak_memory() as mem:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 latents[name] = fn()
                 sync(args.device)
                 out[name]["times_s"].append(time.perf_counter() - t0)
+                out[name]["cpu_s"].append(time.process_time() - c0)
             peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
                     else mem[0])
             peaks[name] = max(peaks[name], peak)
@@ -314,23 +317,28 @@ def main(argv: list[str] | None = None) -> int:
           f"{diffusers.__version__}, commit {commit[:10]}{'+dirty' if env['git']['dirty'] else ''})")
     print(f"# {args.size} configs, {args.steps} steps, batch {args.batch} with guidance; median "
           f"of {args.repeats} interleaved runs after {args.warmup} warmup\n")
-    print("| model | params | column | s / video | vs diffusers | peak MiB | warmup s | "
-          "max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | params | column | s / video | vs diffusers | CPU s / video | vs diffusers "
+          "(CPU) | peak MiB | warmup s | max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for family in args.models:
         runs, info = make_runs(family, args)
         timed = time_columns(runs, args)
         base = statistics.median(timed["diffusers"]["times_s"]) if "diffusers" in timed else None
+        cbase = statistics.median(timed["diffusers"]["cpu_s"]) if "diffusers" in timed else None
         for name, row in timed.items():
-            med = statistics.median(row["times_s"])
+            med, cpu = statistics.median(row["times_s"]), statistics.median(row["cpu_s"])
             row.update(model=family, column=name, median_s=med, s_per_video=med / args.batch,
-                       speedup_vs_diffusers=(base / med) if base else None, **info)
+                       cpu_s_per_video=cpu / args.batch,
+                       speedup_vs_diffusers=(base / med) if base else None,
+                       cpu_speedup_vs_diffusers=(cbase / cpu) if cbase else None, **info)
             results.append(row)
             vs = f"{base / med:.2f}x" if base else "-"
+            cvs = f"{cbase / cpu:.2f}x" if cbase else "-"
             diff = row.get("max_abs_diff_vs_diffusers")
             print(f"| {family} | {info['params_M']:.1f} M | {name} | {med / args.batch:.2f} | "
-                  f"{vs} | {row['peak_memory_bytes'] / 2**20:.0f} | "
+                  f"{vs} | {cpu / args.batch:.2f} | {cvs} | "
+                  f"{row['peak_memory_bytes'] / 2**20:.0f} | "
                   f"{max(row['warmup_s'], default=0):.1f} | "
                   f"{'-' if diff is None else f'{diff:.1e}'} |", flush=True)
     if args.json:

@@ -116,13 +116,13 @@ class FusedResnetBlock2D(nn.Module):
                 temb = F.silu(temb)
             temb = self.time_emb_proj(temb)[:, :, None, None]
         if temb is not None:
-            h = h + temb  # before norm2, as diffusers does
+            h = h.add_(temb)  # before norm2, as diffusers does (h: conv1's fresh output)
         h = group_norm(h, self.norm2, silu=True, counter=self)
         h = self.conv2(self.dropout(h))
         if self.conv_shortcut is not None:
             input_tensor = self.conv_shortcut(input_tensor)
-        out = input_tensor + h
-        return out / self.output_scale_factor if self.output_scale_factor != 1.0 else out
+        out = h.add_(input_tensor)  # input + h, into conv2's fresh output
+        return out.div_(self.output_scale_factor) if self.output_scale_factor != 1.0 else out
 
 
 class FusedTemporalConvLayer(nn.Module):
@@ -185,7 +185,7 @@ class FusedSpatioTemporalResBlock(nn.Module):
         t = _frame_conv(t.view(b, frames, c, hh * ww).transpose(1, 2).contiguous(), self.conv1)
         if self.time_emb_proj is not None:
             emb = self.time_emb_proj(F.silu(temb.reshape(b, frames, -1)))  # [B, F, C']
-            t = t + emb.transpose(1, 2)[..., None]  # [B, C', F, 1]
+            t = t.add_(emb.transpose(1, 2)[..., None])  # [B, C', F, 1] into conv1's output
         t = group_norm(t, self.norm2, silu=True, counter=self)  # [B, C', F, H·W]: per video
         t = _frame_conv(self.dropout(t), self.conv2)
         x5 = x.view(b, frames, c, hh, ww)  # frame-major

@@ -57,14 +57,15 @@ class FusedTemporalBasicBlock(nn.Module):
         self.norm3, self.ff = block.norm3, block.ff
 
     def forward(self, x: Tensor, num_frames: int, context: Tensor | None = None) -> Tensor:
+        # Residual adds land in fresh projection outputs (add_), as in FusedTemporalBlock.
         h = self.ff_in(self.norm_in(x))
         if self.is_res:
-            h = h + x
-        h = self.attn1(self.norm1(h), num_frames) + h
+            h = h.add_(x)
+        h = self.attn1(self.norm1(h), num_frames).add_(h)
         if self.attn2 is not None:
             h = self._cross_attention_add(self.norm2(h), h, num_frames, context)
         out = self.ff(self.norm3(h))
-        return out + h if self.is_res else out
+        return out.add_(h) if self.is_res else out
 
     def _cross_attention_add(self, x: Tensor, h: Tensor, frames: int, context: Tensor | None
                              ) -> Tensor:
@@ -79,7 +80,8 @@ class FusedTemporalBasicBlock(nn.Module):
             out = value
             for layer in attn.to_out:
                 out = layer(out)  # [B, 1, C], broadcast over the video's frames and pixels
-            return (h.view(b, frames * s, -1) + out).view(bf, s, -1)
+            h.view(b, frames * s, -1).add_(out)  # h: this block's own running state
+            return h
         heads, inner = attn.heads, attn.to_q.out_features
         d = inner // heads
         q = attn.to_q(x).view(b, frames * s, heads, d).transpose(1, 2)
@@ -88,7 +90,7 @@ class FusedTemporalBasicBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(bf, s, inner)
         for layer in attn.to_out:
             out = layer(out)
-        return out + h
+        return out.add_(h)
 
 
 class FusedSpatioTemporalTransformer(nn.Module):

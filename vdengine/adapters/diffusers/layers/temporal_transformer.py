@@ -68,15 +68,18 @@ class FusedTemporalBlock(nn.Module):
             raise ValueError(f"num_frames = {frames} exceeds the motion module's max_seq_length "
                              f"{self.pos.shape[0]}: generate in windows of at most that many frames")
         bf, s, c = x.shape
-        return (x.view(bf // frames, frames, s, c) + self.pos[:frames, None]).view(bf, s, c)
+        x.view(bf // frames, frames, s, c).add_(self.pos[:frames, None])  # x: a fresh norm output
+        return x
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        # Residual adds land in the fresh outputs of the attention / feed-forward projections
+        # (add_): no new [B·F, S, C] buffer per add (the same sums as diffusers' out + x).
         h = self._add_position(self.norm1(x), num_frames)
-        x = self.attn1(h, num_frames) + x
+        x = self.attn1(h, num_frames).add_(x)
         if self.attn2 is not None:  # double self-attention (diffusers' temporal blocks)
             h = self._add_position(self.norm2(x), num_frames)
-            x = self.attn2(h, num_frames) + x
-        return self.ff(self.norm3(x)) + x
+            x = self.attn2(h, num_frames).add_(x)
+        return self.ff(self.norm3(x)).add_(x)
 
 
 class FusedTemporalTransformer(nn.Module):
