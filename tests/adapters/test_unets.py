@@ -145,3 +145,59 @@ def test_users_model_is_left_as_diffusers_built_it(tiny_unets):
 def test_options_are_checked():
     with pytest.raises(TypeError, match="AccelerationOptions.group_norm must be a bool"):
         AccelerationOptions(group_norm=1)
+
+
+# ---- CUDA ------------------------------------------------------------------------------------------
+
+
+def _to(inputs: dict, device, dtype) -> dict:
+    return {k: v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor) else v
+            for k, v in inputs.items()}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_cuda_denoiser_matches_diffusers(family, dtype, cuda_device):
+    """On the GPU kernels: fp32 to float32 rounding, fp16 within fp16 noise of diffusers' fp16
+    forward (both compared with the fp32 forward)."""
+    import _tiny
+
+    unet = _tiny.UNETS[family]().to(cuda_device)
+    latents = _calls.rand(2, FRAMES, 4, HEIGHT, WIDTH, seed=6).to(cuda_device)
+    t = torch.tensor([300.0], device=cuda_device)
+    inputs = _to(_calls.user_inputs(family, 2, HEIGHT, WIDTH), cuda_device, torch.float32)
+    exact = _calls.pipeline_forward(unet, family, latents, t, inputs, guided=True)
+    half = unet.to(dtype)
+    reference = _calls.pipeline_forward(half, family, latents.to(dtype), t,
+                                        _to(inputs, cuda_device, dtype), guided=True).float()
+    den = denoiser_for(half, family)
+    got = engine_forward(den, family, latents.to(dtype), t, _to(inputs, cuda_device, dtype),
+                         True).float()
+    assert den.report.fallbacks == 0
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, exact, **TOL)
+    else:
+        ref_err = (reference - exact).abs().max().item()
+        assert (got - exact).abs().max().item() <= 2 * ref_err + 1e-3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
+def test_cuda_forward_has_no_host_sync(family, cuda_device):
+    """The denoiser's forward (diffusers' UNet code with vdengine's modules) never waits for the
+    GPU: torch raises on any synchronising call in "error" sync-debug mode."""
+    import _tiny
+
+    den = denoiser_for(_tiny.UNETS[family]().to(cuda_device), family)
+    latents = _calls.rand(1, FRAMES, 4, HEIGHT, WIDTH, seed=8).to(cuda_device)
+    inputs = _to(_calls.user_inputs(family, 1, HEIGHT, WIDTH), cuda_device, torch.float32)
+    cond = prepare_conditioning(den, 1, True, inputs, latents.device)
+    x, t = torch.cat([latents, latents]), torch.full((2,), 300.0, device=cuda_device)
+    den(x, t, **cond)  # warm up (lazy CUDA initialisation may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        den(x, t, **cond)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
