@@ -17,6 +17,9 @@ SVD + Euler with per-frame guidance) from the same noise, with classifier-free g
                       same diffusers loop
   vdengine+sampler    the accelerated model as a Denoiser driven by vdengine's sampler
                       (from_diffusers(scheduler)), the engine's own loop
+  vdengine+compile    torch.compile of the accelerated model (vdengine's ops are custom ops with
+                      fake implementations, so Inductor compiles around them); not run unless
+                      named in --columns
 
 "mid" configs: ~10-11 M parameters (block channels 64/128/128, attention on the two upper
 levels), 16 frames of 32×32 latents, 77 text tokens. Each column: warmup runs (compiling, for
@@ -69,7 +72,8 @@ from vdengine.adapters.diffusers.pipeline_loops import pipeline_loop
 from vdengine.denoiser import prepare_conditioning
 from vdengine.samplers import from_diffusers
 
-COLUMNS = ("diffusers", "diffusers+compile", "vdengine", "vdengine+sampler")
+COLUMNS = ("diffusers", "diffusers+compile", "vdengine", "vdengine+sampler", "vdengine+compile")
+DEFAULT_COLUMNS = COLUMNS[:4]
 FAMILIES = ("unet3d", "motion", "svd")
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012}
 TEXT_TOKENS = 77
@@ -219,6 +223,8 @@ def make_runs(family: str, args: argparse.Namespace) -> tuple[dict[str, Callable
     info["replaced"] = dict(report.replaced)
     if "vdengine" in args.columns:
         runs["vdengine"] = loop_with(accelerated)
+    if "vdengine+compile" in args.columns:
+        runs["vdengine+compile"] = loop_with(torch.compile(accelerated))
     if "vdengine+sampler" in args.columns:
         den = DiffusersDenoiser(unet, make_scheduler(family))
         spec = from_diffusers(make_scheduler(family))
@@ -278,7 +284,7 @@ def versions() -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    p.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(COLUMNS))
+    p.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(DEFAULT_COLUMNS))
     p.add_argument("--steps", type=int, default=None, help="sampling steps (5; --quick 2)")
     p.add_argument("--frames", type=int, default=None, help="frames (16; --quick 4)")
     p.add_argument("--batch", type=int, default=1, help="videos per run (guidance doubles it)")
