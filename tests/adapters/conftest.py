@@ -1,8 +1,8 @@
-"""Fixtures for the diffusers adapter tests: a seeded generator and the tiny UNets (_tiny.py)."""
+"""Fixtures for the diffusers adapter tests: a seeded generator and the tiny UNets (_diffusers_tiny.py)."""
 
 from __future__ import annotations
 
-import _tiny
+import _diffusers_tiny as _tiny
 import pytest
 
 

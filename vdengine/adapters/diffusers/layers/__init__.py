@@ -2,7 +2,7 @@
 
 Each class takes the diffusers module it replaces, keeps its parameters (the same tensors) and
 its forward signature, and computes the same function: tested module by module against the
-original in tests/adapters/test_layers.py.
+original in tests/adapters/test_diffusers_layers.py.
 """
 
 from vdengine.adapters.diffusers.layers.feed_forward import FusedFeedForward

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import _calls
-import _tiny
+import _diffusers_calls as _calls
+import _diffusers_tiny as _tiny
 import pytest
 import torch
 

@@ -11,7 +11,7 @@ conditioning moves the result by more than 1e-3 relative."""
 
 from __future__ import annotations
 
-import _calls
+import _diffusers_calls as _calls
 import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler

@@ -6,7 +6,7 @@ path. Tolerance: fp32, atol 5e-5 / rtol 1e-5 on outputs of magnitude ~1 (measure
 
 from __future__ import annotations
 
-import _calls
+import _diffusers_calls as _calls
 import pytest
 import torch
 import torch.nn.functional as F
@@ -161,7 +161,7 @@ def _to(inputs: dict, device, dtype) -> dict:
 def test_cuda_denoiser_matches_diffusers(family, dtype, cuda_device):
     """On the GPU kernels: fp32 to float32 rounding, fp16 within fp16 noise of diffusers' fp16
     forward (both compared with the fp32 forward)."""
-    import _tiny
+    import _diffusers_tiny as _tiny
 
     unet = _tiny.UNETS[family]().to(cuda_device)
     latents = _calls.rand(2, FRAMES, 4, HEIGHT, WIDTH, seed=6).to(cuda_device)
@@ -187,7 +187,7 @@ def test_cuda_denoiser_matches_diffusers(family, dtype, cuda_device):
 def test_cuda_forward_has_no_host_sync(family, cuda_device):
     """The denoiser's forward (diffusers' UNet code with vdengine's modules) never waits for the
     GPU: torch raises on any synchronising call in "error" sync-debug mode."""
-    import _tiny
+    import _diffusers_tiny as _tiny
 
     den = denoiser_for(_tiny.UNETS[family]().to(cuda_device), family)
     latents = _calls.rand(1, FRAMES, 4, HEIGHT, WIDTH, seed=8).to(cuda_device)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import socket
 
-import _calls
-import _tiny
+import _diffusers_calls as _calls
+import _diffusers_tiny as _tiny
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, UNet2DConditionModel

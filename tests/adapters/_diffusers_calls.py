@@ -4,7 +4,7 @@ vdengine's DiffusersDenoiser: the ground truth of the full-model parity tests.""
 from __future__ import annotations
 
 import torch
-from _tiny import CROSS_DIM
+from _diffusers_tiny import CROSS_DIM
 from torch import Tensor
 
 TEXT_LEN = 5

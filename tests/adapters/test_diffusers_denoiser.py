@@ -3,7 +3,7 @@ builds from user keywords (AnimateDiff's per-frame text embeddings, SVD's image 
 
 from __future__ import annotations
 
-import _calls
+import _diffusers_calls as _calls
 import pytest
 import torch
 
