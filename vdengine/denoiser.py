@@ -91,23 +91,25 @@ class Denoiser(Protocol):
     def __call__(self, x: Tensor, t: Tensor, **conditioning: Any) -> Tensor: ...
 
 
-def prepare_conditioning(denoiser: Denoiser, batch_size: int, guided: bool,
-                         user_kwargs: Mapping[str, Any], device: torch.device
-                         ) -> dict[str, Tensor]:
-    """The forward's conditioning keywords for ``batch_size`` videos, guidance rows stacked.
+def conditioning_rows(denoiser: Denoiser, batch_size: int, guided: bool,
+                      user_kwargs: Mapping[str, Any], device: torch.device
+                      ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """The forward's conditioning keywords for ``batch_size`` videos: ``(cond, uncond)``, dicts
+    of batch-first tensors (uncond None without guidance). `stack_guidance` (or the sampling
+    loop, vdengine.sampling) stacks them [uncond; cond] for one forward.
 
     A denoiser may define ``prepare_conditioning(batch_size, guided, **user_kwargs)`` returning
-    ``(cond, uncond)`` dicts of batch-first tensors (uncond None when not guided) — the diffusers
-    adapters do, to map ``prompt_embeds=`` and friends onto their forward. Otherwise each name in
-    ``spec.conditioning`` is read from ``user_kwargs`` (ints, int sequences or tensors), and with
-    guidance its unconditional value from ``negative_<name>`` or ``spec.null_conditioning``.
-    An unknown keyword is a ValueError naming it.
+    ``(cond, uncond)`` — the diffusers adapters do, to map ``prompt_embeds=`` and friends onto
+    their forward. Otherwise each name in ``spec.conditioning`` is read from ``user_kwargs``
+    (ints, int sequences or tensors), and with guidance its unconditional value from
+    ``negative_<name>`` or ``spec.null_conditioning``. An unknown keyword is a ValueError
+    naming it.
     """
     spec = denoiser.spec
     hook = getattr(denoiser, "prepare_conditioning", None)
     if hook is not None:
         cond, uncond = hook(batch_size, guided, **user_kwargs)
-        return stack_guidance(cond, uncond if guided else None)
+        return dict(cond), (dict(uncond) if guided else None)
     accepted = set(spec.conditioning) | {f"negative_{n}" for n in spec.conditioning}
     unknown = sorted(set(user_kwargs) - accepted)
     if unknown:
@@ -121,14 +123,24 @@ def prepare_conditioning(denoiser: Denoiser, batch_size: int, guided: bool,
             if guided:
                 raise ValueError(f"guidance_scale needs {name}= to guide towards")
             continue
-        cond[name] = expand_conditioning(name, value, batch_size, device)
+        cond[name] = _checked(spec, name, value, batch_size, device)
         if guided:
             negative = user_kwargs.get(f"negative_{name}", spec.null_conditioning.get(name))
             if negative is None:
                 raise ValueError(f"guidance_scale needs negative_{name}= (model {spec.name!r} "
                                  f"has no unconditional {name})")
-            uncond[name] = expand_conditioning(f"negative_{name}", negative, batch_size, device)
-    return stack_guidance(cond, uncond if guided else None)
+            uncond[name] = _checked(spec, f"negative_{name}", negative, batch_size, device)
+    return cond, (uncond if guided else None)
+
+
+def _checked(spec: DenoiserSpec, name: str, value: Any, batch_size: int,
+             device: torch.device) -> Tensor:
+    tensor = expand_conditioning(name, value, batch_size, device)
+    if name == "label" and spec.num_classes > 0 and not isinstance(value, Tensor):
+        bad = [v for v in tensor.tolist() if not 0 <= v < spec.num_classes]
+        if bad:
+            raise ValueError(f"label must be in [0, {spec.num_classes}), got {bad[0]}")
+    return tensor
 
 
 def expand_conditioning(name: str, value: Any, batch_size: int, device: torch.device) -> Tensor:
@@ -171,5 +183,5 @@ def stack_guidance(cond: Mapping[str, Tensor], uncond: Mapping[str, Tensor] | No
     return {k: torch.cat([uncond[k].to(cond[k].dtype), cond[k]]) for k in cond}
 
 
-__all__ = ["LAYOUTS", "Denoiser", "DenoiserSpec", "expand_conditioning", "prepare_conditioning",
+__all__ = ["LAYOUTS", "Denoiser", "DenoiserSpec", "conditioning_rows", "expand_conditioning",
            "stack_guidance"]
