@@ -43,7 +43,7 @@ from vdengine.longvideo.strategies import (
     Strategy,
     as_strategy,
 )
-from vdengine.sampling import GuidedSampler, SamplingStats
+from vdengine.sampling import GuidedSampler
 
 __all__ = [
     "BLENDS",
