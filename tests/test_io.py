@@ -9,6 +9,7 @@ import subprocess
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vdengine import io as vio
@@ -329,7 +330,6 @@ def test_bad_frames(tmp_path, frames, pattern):
 
 
 def test_frames_not_an_array(tmp_path):
-    torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"^frames: expected a numpy uint8 array.*from_tensor"):
         save_video(torch.zeros(2, 8, 8, 3, dtype=torch.uint8), tmp_path / "a.mp4")
     assert _listing(tmp_path) == []
