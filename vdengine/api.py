@@ -74,7 +74,7 @@ def make_generator(seed: int | None, generator: torch.Generator | None) -> torch
             raise TypeError("generator must be a CPU torch.Generator (noise is drawn on the CPU "
                             "so a seed gives the same video on every device)")
         return generator
-    seed = 0 if seed is None else check_int("seed", seed, minimum=0)
+    seed = 0 if seed is None else check_int("seed", seed, min=0)
     return torch.Generator().manual_seed(seed)
 
 
@@ -178,10 +178,10 @@ class Pipeline:
         spec = self.spec
         window = spec.window
         num_frames = (window or 16) if num_frames is None else num_frames
-        check_int("num_frames", num_frames, minimum=1)
-        check_int("steps", steps, minimum=1)
-        check_int("batch_size", batch_size, minimum=1)
-        check_int("upscale", upscale, minimum=1)
+        check_int("num_frames", num_frames, min=1)
+        check_int("steps", steps, min=1)
+        check_int("batch_size", batch_size, min=1)
+        check_int("upscale", upscale, min=1)
         sampler = self.sampler if sampler is None else sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")

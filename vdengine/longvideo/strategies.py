@@ -111,7 +111,7 @@ class _Contextual(_Windowed):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        check_int(f"{name}.context_frames", self.context_frames, minimum=1)
+        check_int(f"{name}.context_frames", self.context_frames, min=1)
         s = check_real(f"{name}.context_guidance", self.context_guidance)
         if s < 1:
             raise ValueError(f"{name}.context_guidance must be >= 1 (1 = plain conditioning), "
@@ -146,7 +146,7 @@ class Keyframes(_Contextual):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_int("Keyframes.window_batch", self.window_batch, minimum=1)
+        check_int("Keyframes.window_batch", self.window_batch, min=1)
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,10 @@ class Sliding(_Windowed):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.stride is not None:
-            check_int("Sliding.stride", self.stride, minimum=1)
+            check_int("Sliding.stride", self.stride, min=1)
         if self.blend not in BLENDS:
             raise ValueError(f"Sliding.blend must be one of {BLENDS}, got {self.blend!r}")
-        check_int("Sliding.window_batch", self.window_batch, minimum=1)
+        check_int("Sliding.window_batch", self.window_batch, min=1)
 
     def _check_against_window(self, window: int) -> None:
         if self.stride is None:
@@ -248,7 +248,7 @@ def _build(cls, kwargs: dict[str, Any]):
 def _check_window(strategy) -> None:
     if strategy.window is not None:
         check_int(f"{type(strategy).__name__}.window", strategy.window,
-                  minimum=strategy.min_window)
+                  min=strategy.min_window)
 
 
 def _resolve_window(strategy, spec: DenoiserSpec):
