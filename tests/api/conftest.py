@@ -1,25 +1,13 @@
-"""A tiny model saved to disk, so API/CLI tests run in seconds.
-
-Its zero-initialised output layers (conv_out, the temporal branches' projections) are
-re-randomised: a fresh VideoUNet predicts exactly zero whatever its input, so labels, guidance
-and noise would not change its videos and the tests below could not fail."""
+"""A tiny model saved to disk, so API/CLI tests run in seconds. Its zero-initialised output
+layers are re-randomised (see tests/_models.py): its videos depend on labels, guidance and
+noise, so the tests below can fail."""
 
 from __future__ import annotations
 
 import pytest
-import torch
+from _models import live_tiny_model
 
-from vdengine.models import VideoUNet, save_model, tiny_config
-
-
-def live_tiny_model(**overrides) -> VideoUNet:
-    torch.manual_seed(0)
-    model = VideoUNet(tiny_config(context=True, **overrides))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.normal_(0.0, 0.05)
-    return model
+from vdengine.models import save_model
 
 
 @pytest.fixture(scope="session")
