@@ -64,9 +64,9 @@ def test_objects_pass_through_and_labels_read_back():
         # bad value types
         ("sliding(stride=four)", TypeError, "Sliding.stride must be an int, got str"),
         ("sliding(stride=1.5)", TypeError, "Sliding.stride must be an int, got float"),
-        ("shared_noise(lam=half)", TypeError, "SharedNoise.lam must be a number, got str"),
+        ("shared_noise(lam=half)", TypeError, "SharedNoise.lam must be a float, got str"),
         ("autoregressive(context_guidance=x)", TypeError,
-         "Autoregressive.context_guidance must be a number"),
+         "Autoregressive.context_guidance must be a float"),
         # combinations
         ("autoregressive+sliding", ValueError, "autoregressive and sliding cannot be combined"),
         ("sliding+keyframes+shared_noise", ValueError, "sliding and keyframes cannot be combined"),
@@ -270,3 +270,9 @@ def test_shorter_than_the_window_works(lv_model_dir, strategy, n):
                               long_video=strategy)
     assert video.frames.shape == (1, n, 16, 16, 3)
 
+
+
+def test_noise_is_not_a_text_setting():
+    # Shared noise is spelled "+shared_noise(...)" in text; a noise= setting must not vanish.
+    with pytest.raises(ValueError, match="no setting 'noise'"):
+        as_strategy("sliding(noise=0.5)")

@@ -208,7 +208,7 @@ def as_strategy(long_video: Any) -> Strategy:
         return _build(SharedNoise, noise[0])
     name, kwargs = windows[0]
     shared = _build(SharedNoise, noise[0]) if noise else None
-    return _build(STRATEGIES[name], {**kwargs, "noise": shared})
+    return dataclasses.replace(_build(STRATEGIES[name], kwargs), noise=shared)
 
 
 def _parse_part(text: str, whole: str, expected: str) -> tuple[str, dict[str, Any]]:
@@ -237,11 +237,11 @@ def _value(text: str) -> Any:
 
 
 def _build(cls, kwargs: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - {"noise"}  # noise: "+shared_noise(...)"
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ValueError(f"long_video: {cls.name} has no setting {unknown[0]!r} (its settings: "
-                         f"{', '.join(sorted(known - {'noise'}))})")
+                         f"{', '.join(sorted(known))})")
     return cls(**kwargs)
 
 
