@@ -1,8 +1,9 @@
 """ONNX export of vdengine's denoisers: one graph of the whole VideoUNet forward.
 
     import vdengine
+    from vdengine.runtime import load_graph
     vdengine.export_onnx("default", "balls32.onnx")            # opset 18, float32, dynamic B and F
-    den = vdengine.runtime.load_graph("balls32.onnx", "cpu")   # the file alone is enough
+    den = load_graph("balls32.onnx", "cpu")                    # the file alone is enough
 
 The graph (docs/export.md has the long form; vdengine/runtime/contract.py owns the names, ranks
 and metadata keys that export writes and the runtime reads):
