@@ -15,6 +15,7 @@ from torch import Tensor
 from vdengine._validate import check_int
 from vdengine.denoiser import Denoiser, DenoiserSpec, conditioning_rows
 from vdengine.ops import _native
+from vdengine.runtime import GRAPH_SUFFIXES
 from vdengine.samplers import SAMPLERS
 from vdengine.sampling import GuidedSampler
 from vdengine.schedules import NoiseSchedule
@@ -22,8 +23,6 @@ from vdengine.video import Video
 
 DEFAULT_FPS = 8
 DEFAULT_UPSCALE = 1
-#: Suffixes of exported graphs that `load()` opens with a graph runtime (vdengine.runtime).
-GRAPH_SUFFIXES = (".onnx", ".engine", ".plan")
 OUTPUT_TYPES = ("np", "pt", "latent")
 
 
@@ -310,7 +309,7 @@ def _pipeline_for_denoiser(model: Denoiser, device, dtype, name: str, backend: s
 def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backend: str | None,
                      check_against: str | None, stamp: tuple | None) -> Pipeline:
     # stamp: (size, mtime) of a graph file, so a re-exported file is a new cache entry.
-    if Path(model).suffix in GRAPH_SUFFIXES:
+    if Path(model).suffix in GRAPH_SUFFIXES or backend not in (None, "torch"):
         from vdengine.runtime import load_graph
 
         net = load_graph(model, device, dtype, backend=backend, check_against=check_against)
@@ -339,22 +338,25 @@ def load(model: Any = "default", device: str | torch.device = "auto",
     Repeated calls with the same name/path and arguments return the same Pipeline (no reload).
     """
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
     if isinstance(model, Denoiser):
         if backend is not None or check_against is not None:
             raise ValueError("backend= and check_against= apply to exported graph files, not "
                              "to a module")
-        return _pipeline_for_denoiser(model, dev, dt, model.spec.name, "module")
+        return _pipeline_for_denoiser(model, dev, resolve_dtype(dtype, dev), model.spec.name,
+                                      "module")
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a name, a path or a vdengine.Denoiser module, got "
                         f"{type(model).__name__}")
     path = str(model)
     stamp = None
+    dt = resolve_dtype(dtype, dev)
     if Path(path).suffix in GRAPH_SUFFIXES or backend not in (None, "torch"):
         p = Path(path).expanduser()
         if not p.is_file():
             raise ValueError(f"exported graph {path!r} does not exist")
         path, stamp = str(p.resolve()), (p.stat().st_size, p.stat().st_mtime_ns)
+        # The engine keeps x in float32 unless asked: the graph casts to its own I/O dtype.
+        dt = torch.float32 if dtype is None else dt
     ref = None if check_against is None else str(check_against)
     return _cached_pipeline(path, dev, dt, backend, ref, stamp)
 
@@ -368,4 +370,4 @@ def generate(model: Any = "default", *, device: str | torch.device = "auto",
                 check_against=check_against).generate(**kwargs)
 
 
-__all__ = ["GRAPH_SUFFIXES", "Pipeline", "generate", "load", "make_generator"]
+__all__ = ["Pipeline", "generate", "load", "make_generator"]

@@ -94,40 +94,4 @@ def load_graph(path: str | os.PathLike, device: str | torch.device,
 BACKENDS = ("torch", *GRAPH_BACKENDS)
 
 
-def check_backend(backend: str, path: str | os.PathLike | None) -> tuple[str, str | None]:
-    """Validate a (backend, file) pair; returns (backend, absolute file path or None)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        if path is not None:
-            raise ValueError("onnx= is only used by backend='onnxruntime' (an .onnx file) or "
-                             "backend='tensorrt' (an engine); the torch backend loads the model")
-        return backend, None
-    what = "an exported .onnx file" if backend == "onnxruntime" else "a TensorRT engine file"
-    if path is None:
-        raise ValueError(f"backend={backend!r} needs onnx= {what} "
-                         "(write one with `vdengine export --onnx PATH`)")
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"onnx must be a path, got {type(path).__name__}")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        kind = "ONNX file" if backend == "onnxruntime" else "TensorRT engine"
-        raise ValueError(f"{kind} {str(p)!r} does not exist")
-    return backend, str(p.resolve())
-
-
-def load_denoiser(model: str | os.PathLike, device: torch.device, dtype: torch.dtype,
-                  backend: str = "torch", path: str | os.PathLike | None = None):
-    """The denoiser of ``model`` on ``backend``: the VideoUNet on the fused ops ("torch"), or
-    ``load_graph(path, check_against=model)``."""
-    backend, path = check_backend(backend, path)
-    if backend == "torch":
-        from vdengine.models import load_model
-
-        net = load_model(model, device=device, dtype=dtype)
-        net.set_ops("fused")
-        return net.eval()
-    return load_graph(path, device, dtype=dtype, backend=backend, check_against=model)
-
-
 __all__ = ["GRAPH_BACKENDS", "GRAPH_SUFFIXES", "graph_backend", "load_graph"]
