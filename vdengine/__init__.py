@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 # The pipeline API pulls in models, samplers and video I/O: imported on first use.
 _LAZY = {"Pipeline": "vdengine.api", "generate": "vdengine.api", "load": "vdengine.api",
-         "Video": "vdengine.video", "export_onnx": "vdengine.export"}
+         "Video": "vdengine.video", "export_onnx": "vdengine.export",
+         "generate_many": "vdengine.distributed.batch"}
 
 
 def __getattr__(name: str):
@@ -30,6 +31,7 @@ __all__ = [
     "build_info",
     "export_onnx",
     "generate",
+    "generate_many",
     "load",
     "ops",
 ]
