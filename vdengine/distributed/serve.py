@@ -188,12 +188,15 @@ def serve_forever(model: str = "default", host: str = "127.0.0.1", port: int = 8
     def interrupt(*_):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM stops it as Ctrl-C does
+    stops = (signal.SIGTERM, signal.SIGINT)  # SIGTERM stops it as Ctrl-C does
+    previous = {sig: signal.signal(sig, interrupt) for sig in stops}
     started = not ray.is_initialized()
     try:
         if started:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False)
+            for sig in stops:  # again: Ray's core worker installs handlers that abort
+                signal.signal(sig, interrupt)
         replicas, options, threads = actor_shape(ray, replicas, "replicas")
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(model, limits, replicas, options, threads), name="vdengine",
@@ -205,7 +208,8 @@ def serve_forever(model: str = "default", host: str = "127.0.0.1", port: int = 8
     except KeyboardInterrupt:
         pass  # the stop that was asked for
     finally:
-        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM during shutdown kills
+        for sig, handler in previous.items():  # a second signal during shutdown kills
+            signal.signal(sig, handler)
         try:
             if ray.is_initialized():
                 serve.shutdown()
