@@ -98,3 +98,11 @@ def test_a_model_that_cannot_load_fails_each_job():
     errors = run_group([Job("a", {"model": "no-such-model"}), Job("b", {"model": "no-such-model"})],
                        ["a.mp4", "b.mp4"], device="cpu")
     assert all(isinstance(e, ValueError) and "no-such-model" in str(e) for e in errors)
+
+
+def test_per_video_keywords_are_still_checked_in_a_batch(tmp_path):
+    jobs = [_job("a", seed=1), _job("b", seed=2, batch_size=0), _job("c", seed=3, upscale=0)]
+    errors = run_group(jobs, [tmp_path / f"{job.id}.mp4" for job in jobs], device="cpu")
+    assert errors[0] is None
+    assert "batch_size" in str(errors[1]) and "upscale" in str(errors[2])
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]

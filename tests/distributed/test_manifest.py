@@ -121,3 +121,10 @@ def test_manifest_of_only_bad_lines_needs_no_worker_and_exits_1(tmp_path, capsys
     rows = (tmp_path / "out" / RESULTS_NAME).read_text().splitlines()
     assert [json.loads(r)["status"] for r in rows] == ["error", "error"]
     assert "0 ok, 2 failed, 0 skipped" in capsys.readouterr().out
+
+
+def test_generate_many_is_exported_lazily():
+    import vdengine
+    from vdengine.distributed.batch import generate_many
+
+    assert vdengine.generate_many is generate_many

@@ -150,10 +150,12 @@ def generate_group(pipe: Pipeline, jobs: Sequence[Job]) -> list[Video]:
 
     Raises what generate() raises (ValueError/TypeError for a bad keyword of any job).
     """
-    for job in jobs:
-        seed = job.setting("seed")
+    for job in jobs:  # the per-video keywords generate() does not see in a batched call
+        seed, rows = job.setting("seed"), job.kwargs.get("batch_size", 1)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if rows != job.rows:
+            raise ValueError(f"batch_size must be an int >= 1, got {rows!r}")
     fields = {f.name: getattr(pipe, f.name) for f in dataclasses.fields(pipe)}
     seeded = _SeededPipeline(**fields, seeds=tuple((job.setting("seed"), job.rows)
                                                    for job in jobs))
