@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 # The pipeline API pulls in models, samplers and video I/O: imported on first use.
 _LAZY = {"Pipeline": "vdengine.api", "generate": "vdengine.api", "load": "vdengine.api",
          "Video": "vdengine.video", "export_onnx": "vdengine.export",
-         "Denoiser": "vdengine.denoiser", "DenoiserSpec": "vdengine.denoiser"}
+         "Denoiser": "vdengine.denoiser", "DenoiserSpec": "vdengine.denoiser",
+         "generate_many": "vdengine.distributed.batch"}
 
 
 def __getattr__(name: str):
@@ -33,6 +34,7 @@ __all__ = [
     "build_info",
     "export_onnx",
     "generate",
+    "generate_many",
     "load",
     "ops",
 ]

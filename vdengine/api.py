@@ -244,6 +244,19 @@ class Pipeline:
             options["eta"] = eta
         return {k: v for k, v in options.items() if k in params}
 
+    def initial_noise(self, batch_size: int = 1, num_frames: int | None = None, *,
+                      seed: int | None = None, generator: torch.Generator | None = None
+                      ) -> Tensor:
+        """The initial noise `generate()` draws for these arguments, in the model's native
+        layout, on the CPU: pass it (or rows of several such draws) back as ``latents=``.
+        A fixed-window model samples its whole window, whatever num_frames is."""
+        window = self.spec.window
+        frames = window if window is not None else (16 if num_frames is None else num_frames)
+        c, h, w = self.latent_shape(None)
+        noise = torch.randn((batch_size, frames, c, h, w), generator=make_generator(seed, generator),
+                            dtype=torch.float32)
+        return noise if self.spec.layout == "BFCHW" else noise.permute(0, 2, 1, 3, 4)
+
     def _initial_noise(self, latents: Tensor | None, batch_size: int, frames: int,
                        gen: torch.Generator) -> Tensor:
         """[B, F, C, H, W] on the device: the user's latents, or seeded noise drawn on the CPU."""

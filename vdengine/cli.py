@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from vdengine.distributed.cli import add_generate_many_parser, add_serve_parser
+
 
 class UserError(Exception):
     """A problem with what the user asked for: reported in one line, exit code 2."""
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     from vdengine.balls import train
 
     train.add_arguments(sub.add_parser("train", help="train a VideoUNet on bouncing balls"))
+    add_generate_many_parser(sub)  # generate-many and serve set args.run (vdengine.distributed)
+    add_serve_parser(sub)
     return parser
 
 
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             from vdengine.balls import train
 
             return train.run(args) or 0
-        return runners[args.command](args)
+        return (getattr(args, "run", None) or runners[args.command])(args)  # run: distributed
     except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"vdengine: error: {e}", file=sys.stderr)
         return 2
