@@ -33,14 +33,16 @@ inline StepArgs make_step(std::uintptr_t x, std::uintptr_t model_out, std::uintp
                           std::uintptr_t x0_prev, std::uintptr_t abar_t, std::uintptr_t abar_next,
                           std::uintptr_t abar_prev, int64_t coef_stride, std::uintptr_t x_out,
                           std::uintptr_t x0_out, int64_t N, int64_t D, float eta, int prediction,
-                          bool has_guidance, float guidance_scale, bool has_clip,
-                          float clip_sample) {
+                          bool has_guidance, float guidance_scale,
+                          std::uintptr_t guidance_frames, int64_t frames, int64_t frame_inner,
+                          bool has_clip, float clip_sample) {
   return StepArgs{cptr(x), cptr(model_out), cptr(noise), cptr(x0_prev),
                   static_cast<const float*>(cptr(abar_t)),
                   static_cast<const float*>(cptr(abar_next)),
                   static_cast<const float*>(cptr(abar_prev)), coef_stride, mptr(x_out),
                   mptr(x0_out), N, D, eta, static_cast<Prediction>(prediction), has_guidance,
-                  guidance_scale, has_clip, clip_sample};
+                  guidance_scale, static_cast<const float*>(cptr(guidance_frames)), frames,
+                  frame_inner, has_clip, clip_sample};
 }
 
 namespace py = pybind11;
@@ -60,6 +62,7 @@ namespace py = pybind11;
       py::arg("abar_t"), py::arg("abar_next"), py::arg("abar_prev"), py::arg("coef_stride"),  \
       py::arg("x_out"), py::arg("x0_out"), py::arg("N"), py::arg("D"), py::arg("eta"),        \
       py::arg("prediction"), py::arg("has_guidance"), py::arg("guidance_scale"),              \
+      py::arg("guidance_frames"), py::arg("frames"), py::arg("frame_inner"),                  \
       py::arg("has_clip"), py::arg("clip_sample")
 
 }  // namespace vde

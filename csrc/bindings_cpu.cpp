@@ -37,16 +37,18 @@ PYBIND11_MODULE(_C, m) {
                     std::uintptr_t x0_prev, std::uintptr_t abar_t, std::uintptr_t abar_next,
                     std::uintptr_t abar_prev, int64_t coef_stride, std::uintptr_t x_out,
                     std::uintptr_t x0_out, int64_t N, int64_t D, float eta, int prediction,
-                    bool has_guidance, float guidance_scale, bool has_clip, float clip_sample) {
+                    bool has_guidance, float guidance_scale, std::uintptr_t guidance_frames,
+                    int64_t frames, int64_t frame_inner, bool has_clip, float clip_sample) {
       auto a = make_step(x, model_out, noise, x0_prev, abar_t, abar_next, abar_prev, coef_stride,
                          x_out, x0_out, N, D, eta, prediction, has_guidance, guidance_scale,
-                         has_clip, clip_sample);
+                         guidance_frames, frames, frame_inner, has_clip, clip_sample);
       py::gil_scoped_release release;
       kernel(a);
     };
   };
   m.def("ddim_step", step(&ddim_step_cpu), VDE_STEP_ARGS);
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cpu), VDE_STEP_ARGS);
+  m.def("euler_step", step(&euler_step_cpu), VDE_STEP_ARGS);
 
   m.def("build_info", []() {
     py::dict info;

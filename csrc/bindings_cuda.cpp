@@ -38,16 +38,19 @@ PYBIND11_MODULE(_C_cuda, m) {
                     std::uintptr_t x0_prev, std::uintptr_t abar_t, std::uintptr_t abar_next,
                     std::uintptr_t abar_prev, int64_t coef_stride, std::uintptr_t x_out,
                     std::uintptr_t x0_out, int64_t N, int64_t D, float eta, int prediction,
-                    bool has_guidance, float guidance_scale, bool has_clip, float clip_sample,
+                    bool has_guidance, float guidance_scale, std::uintptr_t guidance_frames,
+                    int64_t frames, int64_t frame_inner, bool has_clip, float clip_sample,
                     std::uintptr_t stream) {
       auto a = make_step(x, model_out, noise, x0_prev, abar_t, abar_next, abar_prev, coef_stride,
                          x_out, x0_out, N, D, eta, prediction, has_guidance, guidance_scale,
-                         has_clip, clip_sample);
+                         guidance_frames, frames, frame_inner, has_clip, clip_sample);
       kernel(static_cast<DType>(dtype), a, mptr(stream));
     };
   };
   m.def("ddim_step", step(&ddim_step_cuda), py::arg("dtype"), VDE_STEP_ARGS, py::arg("stream"));
   m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
+        py::arg("stream"));
+  m.def("euler_step", step(&euler_step_cuda), py::arg("dtype"), VDE_STEP_ARGS,
         py::arg("stream"));
 
   m.def("build_info", []() {

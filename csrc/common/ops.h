@@ -10,8 +10,12 @@
 //   temporal_attention:  q, k, v: element (row r, pixel s, channel c) at r*row_stride + s*pix_stride + c,
 //                        rows r = b*F + f, C = H*D channels; out contiguous [B*F, S, C];
 //                        bias [F, F] float32 or nullptr.
-//   ddim / dpmpp:        x, noise, x0 [N, D]; model_out [N, D] or [2N, D] (uncond rows first)
+//   ddim / dpmpp / euler: x, noise, x0 [N, D]; model_out [N, D] or [2N, D] (uncond rows first)
 //                        when has_guidance; abar_* float32 of length N (coef_stride 1) or 1 (0).
+//                        euler reads σ_t from abar_t and σ_next from abar_next.
+//                        guidance_frames: float32 [frames] per-frame scales or nullptr (then
+//                        guidance_scale): element d of a row [D = frames·frame_inner] is in
+//                        frame d / frame_inner (samples laid out [N, F, ...]).
 #pragma once
 
 #include <cstdint>
@@ -51,17 +55,19 @@ struct StepArgs {
   const void* model_out;
   const void* noise;      // ddim only, nullable (required when eta > 0)
   const void* x0_prev;    // dpmpp only, nullable (first-order step)
-  const float* abar_t;
-  const float* abar_next;  // ᾱ_prev for DDIM (the timestep stepped to)
+  const float* abar_t;     // euler: σ_t
+  const float* abar_next;  // ᾱ_prev for DDIM (the timestep stepped to); euler: σ_next
   const float* abar_prev;  // dpmpp only: ᾱ where x0_prev was predicted; nullable
   int64_t coef_stride;     // 1: one coefficient per row; 0: one for all rows
   void* x_out;
-  void* x0_out;            // nullable for ddim, required for dpmpp
+  void* x0_out;            // nullable for ddim and euler, required for dpmpp
   int64_t N, D;
   float eta;
   Prediction prediction;
   bool has_guidance;
   float guidance_scale;
+  const float* guidance_frames;  // nullable: per-frame scales [frames] replace guidance_scale
+  int64_t frames, frame_inner;   // with guidance_frames: D = frames * frame_inner
   bool has_clip;
   float clip_sample;
 };
@@ -71,11 +77,13 @@ void posgn_cpu(const PosGNArgs& a);
 void temporal_attention_cpu(const AttentionArgs& a);
 void ddim_step_cpu(const StepArgs& a);
 void dpmpp_2m_step_cpu(const StepArgs& a);
+void euler_step_cpu(const StepArgs& a);
 
 // CUDA kernels: float32, float16, bfloat16 (fp32 accumulation). `stream` is a cudaStream_t.
 void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream);
 void temporal_attention_cuda(DType dtype, const AttentionArgs& a, void* stream);
 void ddim_step_cuda(DType dtype, const StepArgs& a, void* stream);
 void dpmpp_2m_step_cuda(DType dtype, const StepArgs& a, void* stream);
+void euler_step_cuda(DType dtype, const StepArgs& a, void* stream);
 
 }  // namespace vde

@@ -1,6 +1,7 @@
 // DDIM step (Song et al. 2021; the math of diffusers' DDIMScheduler.step), float32 CPU kernel.
 //
 //   m   = model_out, or u + g*(c - u) with [uncond; cond] rows under classifier-free guidance
+//         (g: one scale, or per frame for samples laid out [N, F, ...])
 //   x0, ε from m by prediction type (ε | v | sample), with a = √ᾱ_t, s = √(1-ᾱ_t)
 //   x0  = clamp(x0, ±clip)                          (ε is not recomputed, as in diffusers)
 //   σ   = η·√((1-ᾱ_prev)/(1-ᾱ_t))·√(1-ᾱ_t/ᾱ_prev)
@@ -9,7 +10,8 @@
 // Algorithm: one pass over memory. The flat range [0, N*D) is cut into line-aligned chunks
 //   (rows may be few and long or many and short), handed to the threads dynamically; a chunk
 //   walks its rows segment by segment, computes the row's coefficients once (a few sqrt), then
-//   runs a branch-free `omp simd` loop over the segment. Prediction type, guidance, clip, noise and
+//   runs a branch-free `omp simd` loop over the segment (cut at frame boundaries under per-frame
+//   guidance, so that each piece has one scale). Prediction type, guidance, clip, noise and
 //   x0_out are template parameters: each of the 48 variants is a straight elementwise loop.
 //   The chunking driver, the dispatch and the pieces shared with dpmpp_2m_step.cpp (guidance,
 //   x0/ε by prediction type, clip, argument checks) are in step_common.h.
@@ -57,9 +59,10 @@ DdimCoef ddim_coef(float ab_t, float ab_p, float eta) {
   return c;
 }
 
-// Elements [d0, d1) of row n; p.aux is the noise.
+// Elements [d0, d1) of row n, guidance scale g; p.aux is the noise.
 template <Prediction P, bool GUIDE, bool CLIP, bool NOISE, bool X0>
-void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCoef& c) {
+void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCoef& c,
+                  float g) {
   const int64_t off = n * p.D;
   const float* x = p.x + off;
   const float* mu = p.mo + off;                             // model_out (uncond) row
@@ -68,7 +71,7 @@ void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCo
   float* xo = p.x_out + off;
   float* x0o = X0 ? p.x0_out + off : nullptr;
   const float a = c.a, s = c.s, sap = c.sap, dir = c.dir, sigma = c.sigma;
-  const float g = p.g, lo = p.lo, hi = p.hi;
+  const float lo = p.lo, hi = p.hi;
   VDE_OMP(simd)
   for (int64_t d = d0; d < d1; ++d) {
     const float xv = x[d];
@@ -84,7 +87,7 @@ void ddim_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DdimCo
   }
 }
 
-using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DdimCoef&);
+using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DdimCoef&, float);
 
 SegmentFn pick_segment(Prediction pred, bool guide, bool clip, bool noise, bool x0) {
   SegmentFn fn = nullptr;
@@ -119,7 +122,10 @@ void ddim_step_cpu(const StepArgs& a) {
       pick_segment(a.prediction, a.has_guidance, a.has_clip, noise, a.x0_out != nullptr);
   for_each_row_segment(a.N, a.D, [&](int64_t n, int64_t d0, int64_t d1) {
     const int64_t ci = n * a.coef_stride;
-    seg(p, n, d0, d1, ddim_coef(a.abar_t[ci], a.abar_next[ci], a.eta));
+    const DdimCoef c = ddim_coef(a.abar_t[ci], a.abar_next[ci], a.eta);
+    for_each_guidance_piece(p, d0, d1, [&](int64_t e0, int64_t e1, float g) {
+      seg(p, n, e0, e1, c, g);
+    });
   });
 }
 

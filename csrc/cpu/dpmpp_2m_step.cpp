@@ -1,6 +1,7 @@
 // DPM-Solver++(2M) step (Lu et al. 2022; data prediction, midpoint form), float32 CPU kernel.
 //
 //   m   = model_out, or u + g*(c - u) with [uncond; cond] rows under classifier-free guidance
+//         (g: one scale, or per frame for samples laid out [N, F, ...])
 //   x0  = clamp(x0(m) by prediction type, ±clip);   a = √ᾱ, σ = √(1-ᾱ), λ = log(a/σ)
 //   h   = λ_next - λ_t,  r = (λ_t - λ_prev)/h,  e^{-h} = (σ_next a_t)/(a_next σ_t)
 //   D   = x0 + (x0 - x0_prev)/(2r)  where x0_prev is given and ᾱ_next < 1 (σ_next > 0), else x0
@@ -62,9 +63,10 @@ DpmCoef dpm_coef(float ab_t, float ab_n, const float* ab_p, bool have_prev) {
   return c;
 }
 
-// Elements [d0, d1) of row n; p.aux is x0_prev.
+// Elements [d0, d1) of row n, guidance scale g; p.aux is x0_prev.
 template <Prediction P, bool GUIDE, bool CLIP, bool SECOND>
-void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef& c) {
+void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef& c,
+                 float g) {
   const int64_t off = n * p.D;
   const float* x = p.x + off;
   const float* mu = p.mo + off;
@@ -73,7 +75,7 @@ void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef
   float* xo = p.x_out + off;
   float* x0o = p.x0_out + off;
   const float a = c.a, s = c.s, c_x = c.c_x, c_d = c.c_d, two_r = c.two_r;
-  const float g = p.g, lo = p.lo, hi = p.hi;
+  const float lo = p.lo, hi = p.hi;
   VDE_OMP(simd)
   for (int64_t d = d0; d < d1; ++d) {
     const float xv = x[d];
@@ -88,7 +90,7 @@ void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef
   }
 }
 
-using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DpmCoef&);
+using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DpmCoef&, float);
 
 // [first order, second order] segment functions for one (prediction, guidance, clip).
 struct Segments {
@@ -126,7 +128,10 @@ void dpmpp_2m_step_cpu(const StepArgs& a) {
     const int64_t ci = n * a.coef_stride;
     const DpmCoef c = dpm_coef(a.abar_t[ci], a.abar_next[ci],
                                have_prev ? a.abar_prev + ci : nullptr, have_prev);
-    (c.second ? segs.second : segs.first)(p, n, d0, d1, c);
+    const SegmentFn seg = c.second ? segs.second : segs.first;
+    for_each_guidance_piece(p, d0, d1, [&](int64_t e0, int64_t e1, float g) {
+      seg(p, n, e0, e1, c, g);
+    });
   });
 }
 

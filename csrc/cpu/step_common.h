@@ -1,7 +1,7 @@
-// Helpers shared by the diffusion step CPU kernels (ddim_step.cpp, dpmpp_2m_step.cpp): argument
-// checks, the row pointers, compile-time dispatch on prediction type and flags, the elementwise
-// pieces both steps share (guidance, x0/ε by prediction type, clip) and the parallel driver that
-// walks [0, N*D) in line-aligned chunks, row segment by row segment.
+// Helpers shared by the diffusion step CPU kernels (ddim_step.cpp, dpmpp_2m_step.cpp,
+// euler_step.cpp): argument checks, the row pointers, compile-time dispatch on prediction type and
+// flags, the elementwise pieces the steps share (guidance, x0/ε by prediction type, clip) and the
+// parallel driver that walks [0, N*D) in line-aligned chunks, row segment by row segment.
 //
 // Compiled as part of those files, for the baseline instruction set only: no FMA contraction, so
 // the elementwise math keeps the reference's rounding (see the top comment of ddim_step.cpp).
@@ -36,6 +36,12 @@ inline void check_sizes_and_codes(const StepArgs& a, const char* op) {
     throw std::invalid_argument(std::string(op) +
                                 ": prediction must be 0 (epsilon), 1 (v) or 2 (sample), got " +
                                 std::to_string(pred));
+  if (a.guidance_frames && (!a.has_guidance || a.frames <= 0 || a.frame_inner <= 0 ||
+                            a.frames * a.frame_inner != a.D))
+    throw std::invalid_argument(std::string(op) +
+                                ": per-frame guidance needs has_guidance and frames * frame_inner "
+                                "== D, got frames=" + std::to_string(a.frames) + " frame_inner=" +
+                                std::to_string(a.frame_inner) + " D=" + std::to_string(a.D));
 }
 
 // ---- row pointers -------------------------------------------------------------------------------
@@ -47,14 +53,34 @@ struct Ptrs {
   float* x_out;
   float* x0_out;
   int64_t N, D;
-  float g, lo, hi;  // guidance scale, clip bounds
+  float g, lo, hi;   // guidance scale, clip bounds
+  const float* gf;   // per-frame guidance scales [D / inner], or nullptr (then g)
+  int64_t inner;     // elements per frame within a row (with gf)
 };
 
 inline Ptrs make_ptrs(const StepArgs& a, const void* aux) {
   return Ptrs{static_cast<const float*>(a.x), static_cast<const float*>(a.model_out),
               static_cast<const float*>(aux), static_cast<float*>(a.x_out),
               static_cast<float*>(a.x0_out), a.N, a.D, a.guidance_scale, -a.clip_sample,
-              a.clip_sample};
+              a.clip_sample, a.guidance_frames, a.frame_inner};
+}
+
+// Calls piece(d0, d1, g) over the parts of [d0, d1) (elements of one row) that share one guidance
+// scale g: the whole range with the scalar scale, else the range cut at frame boundaries (element
+// d of a row is in frame d / inner). The segment loops stay branch-free either way.
+template <class Piece>
+VDE_INLINE void for_each_guidance_piece(const Ptrs& p, int64_t d0, int64_t d1,
+                                        const Piece& piece) {
+  if (!p.gf) {
+    piece(d0, d1, p.g);
+    return;
+  }
+  for (int64_t d = d0; d < d1;) {
+    const int64_t f = d / p.inner;
+    const int64_t e = std::min(d1, (f + 1) * p.inner);
+    piece(d, e, p.gf[f]);
+    d = e;
+  }
 }
 
 // ---- compile-time dispatch ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
-// Helpers shared by the diffusion step CUDA kernels (ddim_step.cu, dpmpp_2m_step.cu): host-side
-// argument checks, the grid-stride kernel over packs of V elements and its launcher (dtype
-// dispatch, 128-bit packs when alignment allows), and the elementwise pieces both steps share
-// (guidance, x0/eps by prediction type, clip).
+// Helpers shared by the diffusion step CUDA kernels (ddim_step.cu, dpmpp_2m_step.cu,
+// euler_step.cu): host-side argument checks, the grid-stride kernel over packs of V elements and
+// its launcher (dtype dispatch, 128-bit packs when alignment allows), and the elementwise pieces
+// the steps share (guidance, x0/eps by prediction type, clip).
 //
 // A step is a struct with one device function, the work on the pack of V elements at element e
 // (row-major [N, D]) whose row coefficients are at index ci of the abar arrays:
@@ -33,6 +33,12 @@ inline bool validate_step(DType dtype, const StepArgs& a, const char* op) {
     throw std::invalid_argument(std::string(op) + ": coef_stride must be 0 or 1, got " +
                                 std::to_string(a.coef_stride));
   }
+  if (a.guidance_frames && (!a.has_guidance || a.frames <= 0 || a.frame_inner <= 0 ||
+                            a.frames * a.frame_inner != a.D)) {
+    throw std::invalid_argument(std::string(op) +
+                                ": per-frame guidance needs has_guidance and frames * frame_inner "
+                                "== D");
+  }
   if (a.N < 0 || a.D < 0) throw std::invalid_argument(std::string(op) + ": negative N or D");
   if (a.N == 0 || a.D == 0) return false;
   if (!a.x || !a.model_out || !a.x_out || !a.abar_t || !a.abar_next) {
@@ -46,16 +52,20 @@ inline bool validate_step(DType dtype, const StepArgs& a, const char* op) {
 
 // Classifier-free guidance on [uncond; cond] rows: u + s*(c - u), as reference.combine_guidance.
 // The V elements of model output at element e (row-major [N, D]), combined when has_guidance
-// (the cond row of element e sits N*D elements later).
+// (the cond row of element e sits N*D elements later). The scale is guidance_scale, or with
+// guidance_frames the scale of element e's frame ((e % D) / frame_inner); a pack never straddles
+// a frame (launch_step ensures frame_inner % V == 0).
 template <typename T, int V>
 __device__ __forceinline__ void load_model_out(const T* mo, int64_t e, const StepArgs& a,
                                                float (&out)[V]) {
   load_pack<T, V>(mo + e, out);
   if (a.has_guidance) {
+    const float g =
+        a.guidance_frames ? a.guidance_frames[(e % a.D) / a.frame_inner] : a.guidance_scale;
     float c[V];
     load_pack<T, V>(mo + a.N * a.D + e, c);
 #pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = out[i] + a.guidance_scale * (c[i] - out[i]);
+    for (int i = 0; i < V; ++i) out[i] = out[i] + g * (c[i] - out[i]);
   }
 }
 
@@ -105,9 +115,10 @@ void launch_step_packs(const StepArgs& a, cudaStream_t stream, const char* op) {
   check_launch(op, stream);
 }
 
-// Runs Step over [0, N*D) in `dtype`: 128-bit packs when no pack straddles a row (D % V == 0) and
-// every non-null pointer in `tensors` is 16-byte aligned (the cond half of model_out then is too:
-// N*D*sizeof(T) is a multiple of 16), else one element per thread.
+// Runs Step over [0, N*D) in `dtype`: 128-bit packs when no pack straddles a row (D % V == 0) or,
+// under per-frame guidance, a frame (frame_inner % V == 0), and every non-null pointer in
+// `tensors` is 16-byte aligned (the cond half of model_out then is too: N*D*sizeof(T) is a
+// multiple of 16), else one element per thread.
 template <class Step>
 void launch_step(DType dtype, const StepArgs& a, void* stream, const char* op,
                  std::initializer_list<const void*> tensors) {
@@ -115,7 +126,7 @@ void launch_step(DType dtype, const StepArgs& a, void* stream, const char* op,
   dispatch_dtype(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int V = vec16<T>();
-    bool vec = a.D % V == 0;
+    bool vec = a.D % V == 0 && (!a.guidance_frames || a.frame_inner % V == 0);
     for (const void* p : tensors) vec = vec && (!p || aligned_to(p, 16));
     if (vec) {
       launch_step_packs<Step, T, V>(a, st, op);

@@ -17,6 +17,10 @@ PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 COEF_KINDS = ["float", "tensor0d", "tensor1", "per_row"]
 
 SHAPES = [(1,), (3, 5), (2, 4, 3, 7, 5)]  # CPU parity
+# Per-frame guidance: samples [N, F, ...] with frames F = shape[1] and inner = prod(shape[2:]),
+# including inner = 1, inner not a multiple of any vector width, and SVD's 14 frames.
+FRAME_SHAPES = [(2, 3), (1, 5, 7), (3, 4, 1, 3), (2, 14, 4, 6, 10), (2, 16, 3, 1, 1)]
+CUDA_FRAME_SHAPES = [(2, 3), (3, 4, 1, 3), (2, 14, 4, 72, 128), (1, 25, 4, 9, 16), (4, 7, 5)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CUDA_SHAPES = [(1,), (3, 5), (2, 4, 3, 7, 5), (2, 4, 16, 64, 64), (1, 1_000_003)]
 
@@ -70,6 +74,15 @@ def no_host_sync():
         yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def guidance_arg(guidance, shape, gen: torch.Generator, device):
+    """(the op's guidance_scale, the reference's): None, a float, or with "frames" F = shape[1]
+    random per-frame scales in [0, 8) (the op's on `device`, the reference's float64 on the CPU)."""
+    if guidance != "frames":
+        return guidance, guidance
+    scales = 8 * torch.rand(shape[1], generator=gen)
+    return scales.to(device), scales.double()
 
 
 def random_sample_and_model_output(shape, gen: torch.Generator, guided: bool):

@@ -8,6 +8,8 @@ the kernel reads; diffusers' DDIMScheduler.step is the external check of the mat
 from __future__ import annotations
 
 import _step_helpers as H
+import diffusers
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -36,15 +38,16 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, eta=0.0, clip=None
     sample, model_output = sample.to(device, dtype), model_output.to(device, dtype)
     noise = None if noise is None else noise.to(device, dtype)
     ab_t, ab_prev = schedule(n, gen, final=final)
+    g_op, g_ref = H.guidance_arg(guidance, shape, gen, device)
     out = ops.ddim_step(sample, model_output, H.coefficient(ab_t, kind, device),
                         H.coefficient(ab_prev, kind, device), eta=eta, noise=noise,
-                        prediction_type=prediction, guidance_scale=guidance, clip_sample=clip,
+                        prediction_type=prediction, guidance_scale=g_op, clip_sample=clip,
                         return_x0=return_x0)
     x_prev, x0 = out if return_x0 else (out, None)
     H.assert_fresh_output(x_prev, sample)
     ref_prev, ref_x0 = R.ddim_step(
         H.f64_cpu(sample), H.f64_cpu(model_output), H.used(ab_t, kind).double(),
-        H.used(ab_prev, kind).double(), eta, H.f64_cpu(noise), prediction, guidance, clip,
+        H.used(ab_prev, kind).double(), eta, H.f64_cpu(noise), prediction, g_ref, clip,
         return_x0=True,
     )
     H.assert_matches(x_prev, ref_prev, dtype)
@@ -91,6 +94,33 @@ def test_video_shape(gen):
     check((2, 4, 16, 32, 32), gen, prediction="v_prediction", guidance=7.5, eta=1.0,
           kind="per_row")
 
+# ---- per-frame guidance ([N, F, ...] samples, one scale per frame) ----------------------------------
+
+
+@pytest.mark.parametrize("shape", H.FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
+@pytest.mark.parametrize("kind", ["float", "per_row"])
+def test_per_frame_guidance_matches_reference(shape, prediction, kind, gen):
+    check(shape, gen, prediction=prediction, guidance="frames", kind=kind, eta=1.0)
+
+
+def test_per_frame_guidance_is_scalar_guidance_frame_by_frame(gen):
+    """Frame f of a per-frame-guided step is, bit for bit, the step of frame f alone with scale f
+    (and equal per-frame scales are the scalar scale)."""
+    sample, out = torch.randn(2, 5, 3, 4, generator=gen), torch.randn(4, 5, 3, 4, generator=gen)
+    scales = torch.tensor([0.0, 1.0, 2.0, 7.5, 12.0])
+
+    def step(x, o, g):
+        return ops.ddim_step(x, o, 0.3, 0.6, eta=1.0, noise=x, guidance_scale=g, return_x0=True)
+
+    for got, want in zip(step(sample, out, torch.full((5,), 3.5)), step(sample, out, 3.5)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    guided = step(sample, out, scales)
+    for f in range(5):
+        alone = step(sample[:, f].contiguous(), out[:, f].contiguous(), float(scales[f]))
+        for got, want in zip(guided, alone):
+            torch.testing.assert_close(got[:, f], want, atol=0, rtol=0)
+
 
 @given(
     n=st.integers(1, 5), d=st.integers(1, 70), prediction=st.sampled_from(H.PREDICTIONS),
@@ -113,7 +143,6 @@ def test_noise_ignored_when_eta_is_zero(gen):
 
 def test_numpy_coefficients(gen):
     """ᾱ as numpy floats (a schedule held as a numpy array) behave as Python floats."""
-    np = pytest.importorskip("numpy")
     sample, out = torch.randn(2, 8, generator=gen), torch.randn(2, 8, generator=gen)
     got = ops.ddim_step(sample, out, np.float32(0.3), np.float64(0.6), eta=np.float32(0.0))
     torch.testing.assert_close(got, ops.ddim_step(sample, out, 0.3, 0.6), atol=1e-6, rtol=1e-6)
@@ -149,7 +178,6 @@ def test_empty(shape):
 
 
 def _diffusers_scheduler(prediction_type: str, steps: int):
-    diffusers = pytest.importorskip("diffusers", reason="diffusers is a test dependency")
     sched = diffusers.DDIMScheduler(
         num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         set_alpha_to_one=True, clip_sample=False, prediction_type=prediction_type,
@@ -221,23 +249,26 @@ def test_requires_grad_raises_and_points_to_reference(gen):
         ops.ddim_step(sample, out, 0.3, 0.6)
 
 
-@pytest.mark.parametrize("guidance,eta,return_x0", [(None, 0.0, False), (3.0, 1.0, True)])
+@pytest.mark.parametrize("guidance,eta,return_x0", [(None, 0.0, False), (3.0, 1.0, True),
+                                                    ("frames", 1.0, True)])
 def test_opcheck(guidance, eta, return_x0, gen):
     n = 3
     sample = torch.randn(n, 4, 5, generator=gen)
     out = torch.randn(2 * n if guidance else n, 4, 5, generator=gen)
     noise = torch.randn(n, 4, 5, generator=gen) if eta else None
     ab_t, ab_prev = schedule(n, gen)
+    scale, frames = (None, 5 * torch.rand(4, generator=gen)) if guidance == "frames" else (
+        guidance, None)
     torch.library.opcheck(
         torch.ops.vdengine.ddim_step.default,
-        (sample, out, ab_t, ab_prev[:1].clone(), eta, noise, "v_prediction", guidance, 1.0,
+        (sample, out, ab_t, ab_prev[:1].clone(), eta, noise, "v_prediction", scale, frames, 1.0,
          return_x0),
     )
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals H.used by inductor
 def test_torch_compile_fullgraph_all_ops(gen):
-    """The smoke test of torch.compile (default inductor backend, fullgraph) over all four ops.
+    """The smoke test of torch.compile (default inductor backend, fullgraph) over all five ops.
 
     The graph holds only the custom ops and views, so inductor generates no C++ kernels and the
     compile stays a few seconds on a small CPU. Results must equal eager bit for bit.
@@ -250,7 +281,8 @@ def test_torch_compile_fullgraph_all_ops(gen):
         a = ops.temporal_attention(q, k, v, 2, 1)
         z = ops.ddim_step(sample, out, ab[0], ab[1], guidance_scale=2.0)
         x_next, x0 = ops.dpmpp_2m_step(z, out, ab[1], ab[2], guidance_scale=2.0)
-        return y, a, x_next, x0
+        x_e = ops.euler_step(x_next, out, ab[2], ab[0], "v_prediction", guidance_scale=2.0)
+        return y, a, x_next, x0, x_e
 
     args = (torch.randn(4, 4, 3, 3, generator=gen), torch.randn(2, 4, 3, 3, generator=gen),
             torch.randn(2, 4, 3, 3, generator=gen), torch.randn(4, 3, 48, generator=gen),
@@ -286,6 +318,17 @@ def _args(**over):
 
 NOISE = torch.randn(3, 4, 5)
 BAD = [
+    ({"guidance_scale": torch.ones(3), "model_output": torch.randn(6, 4, 5)}, ValueError,
+     (r"guidance_scale as a tensor must hold one scale per frame, shape \[F\] for sample "
+      r"\[N, F, ...\]; got shape \[3\] for sample \[3, 4, 5\]")),
+    ({"guidance_scale": torch.ones(1, 4), "model_output": torch.randn(6, 4, 5)}, ValueError,
+     r"guidance_scale as a tensor must hold one scale per frame"),
+    ({"guidance_scale": torch.ones(4, dtype=torch.int64), "model_output": torch.randn(6, 4, 5)},
+     TypeError, r"guidance_scale as a tensor must be floating point"),
+    ({"guidance_scale": torch.ones(4, device="meta"), "model_output": torch.randn(6, 4, 5)},
+     ValueError, r"guidance_scale must be on the device of sample \(cpu\) or on the CPU"),
+    ({"guidance_scale": torch.ones(4), "model_output": torch.randn(3, 4, 5)}, ValueError,
+     r"with guidance_scale, model_output must have 2N rows"),
     ({"sample": None}, TypeError, r"sample must be a torch\.Tensor"),
     ({"model_output": 1.0}, TypeError, r"model_output must be a torch\.Tensor"),
     ({"noise": 1.0}, TypeError, r"noise must be a torch\.Tensor or None"),
@@ -299,7 +342,7 @@ BAD = [
      r"with guidance_scale, model_output must have 2N rows \[uncond; cond\]: shape \[6, 4, 5\]"),
     ({"guidance_scale": 2.0, "model_output": torch.randn(6, 4, 4)}, ValueError,
      r"with guidance_scale, model_output must have 2N rows"),
-    ({"guidance_scale": "2"}, TypeError, r"guidance_scale must be a float or None"),
+    ({"guidance_scale": "2"}, TypeError, r"guidance_scale must be a float, a 1-D tensor of per-frame scales or None"),
     ({"guidance_scale": float("nan")}, ValueError, r"guidance_scale must be finite"),
     ({"noise": torch.randn(3, 4)}, ValueError, r"noise must have shape \[3, 4, 5\]"),
     ({"eta": -0.5}, ValueError, r"eta must be >= 0"),
@@ -361,13 +404,20 @@ def test_bad_arguments_direct_custom_op_call():
     one = torch.tensor([0.5])
     with pytest.raises(ValueError, match="alpha_bar_t must be a float32 tensor of shape"):
         torch.ops.vdengine.ddim_step(kw["sample"], kw["model_output"], one.double(), one, 0.0,
-                                     None, "epsilon", None, None, False)
+                                     None, "epsilon", None, None, None, False)
     with pytest.raises(ValueError, match="noise .* is required when eta > 0"):
         torch.ops.vdengine.ddim_step(kw["sample"], kw["model_output"], one, one, 1.0, None,
-                                     "epsilon", None, None, False)
+                                     "epsilon", None, None, None, False)
     with pytest.raises(ValueError, match="with guidance_scale"):
         torch.ops.vdengine.ddim_step(kw["sample"], kw["model_output"], one, one, 0.0, None,
-                                     "epsilon", 2.0, None, False)
+                                     "epsilon", 2.0, None, None, False)
+    guided = torch.cat([kw["model_output"], kw["model_output"]])
+    with pytest.raises(ValueError, match="give guidance_scale or guidance_frames, not both"):
+        torch.ops.vdengine.ddim_step(kw["sample"], guided, one, one, 0.0, None, "epsilon", 2.0,
+                                     torch.ones(4), None, False)
+    with pytest.raises(ValueError, match=r"guidance_frames must be a float32 tensor of shape \[F\]"):
+        torch.ops.vdengine.ddim_step(kw["sample"], guided, one, one, 0.0, None, "epsilon", None,
+                                     torch.ones(4).double(), None, False)
 
 
 # ---- CUDA ------------------------------------------------------------------------------------------
@@ -435,7 +485,12 @@ def test_cuda_opcheck(gen, cuda_device):
     noise = torch.randn(n, 4, 5, device=cuda_device, dtype=torch.float16)
     ab_t, ab_prev = (t.to(cuda_device) for t in schedule(n, gen))
     torch.library.opcheck(torch.ops.vdengine.ddim_step.default,
-                          (sample, out, ab_t, ab_prev, 1.0, noise, "epsilon", 3.0, None, True))
+                          (sample, out, ab_t, ab_prev, 1.0, noise, "epsilon", 3.0, None, None,
+                           True))
+    frames = torch.rand(4, device=cuda_device)
+    torch.library.opcheck(torch.ops.vdengine.ddim_step.default,
+                          (sample, out, ab_t, ab_prev, 1.0, noise, "epsilon", None, frames, None,
+                           True))
 
 
 @pytest.mark.cuda
@@ -445,3 +500,12 @@ def test_cuda_mixed_devices(cuda_device):
         ops.ddim_step(sample, sample.cpu(), 0.3, 0.6)
     with pytest.raises(ValueError, match="alpha_bar_t must be on the device of sample"):
         ops.ddim_step(sample.cpu(), sample.cpu(), torch.tensor(0.3, device=cuda_device), 0.6)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", H.DTYPES, ids=str)
+@pytest.mark.parametrize("shape", H.CUDA_FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
+def test_cuda_per_frame_guidance(dtype, shape, prediction, gen, cuda_device):
+    check(shape, gen, prediction=prediction, guidance="frames", kind="per_row", dtype=dtype,
+          device=cuda_device, eta=1.0)

@@ -8,6 +8,7 @@ Ground truth is the reference in float64 on the same inputs and float32 coeffici
 from __future__ import annotations
 
 import _step_helpers as H
+import diffusers
 import pytest
 import torch
 from hypothesis import given
@@ -40,18 +41,19 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, order=2
     sample, model_output = sample.to(device, dtype), model_output.to(device, dtype)
     x0_prev = None if x0_prev is None else x0_prev.to(device, dtype)
     ab_t, ab_next, ab_prev = schedule(n, gen, final=final)
+    g_op, g_ref = H.guidance_arg(guidance, shape, gen, device)
     x_next, x0 = ops.dpmpp_2m_step(
         sample, model_output, H.coefficient(ab_t, kind, device),
         H.coefficient(ab_next, kind, device), x0_prev=x0_prev,
         alpha_bar_prev=H.coefficient(ab_prev, kind, device) if order == 2 else None,
-        prediction_type=prediction, guidance_scale=guidance, clip_sample=clip,
+        prediction_type=prediction, guidance_scale=g_op, clip_sample=clip,
     )
     for t in (x_next, x0):
         H.assert_fresh_output(t, sample)
     ref_next, ref_x0 = R.dpmpp_2m_step(
         H.f64_cpu(sample), H.f64_cpu(model_output), H.used(ab_t, kind).double(),
         H.used(ab_next, kind).double(), H.f64_cpu(x0_prev),
-        H.used(ab_prev, kind).double() if order == 2 else None, prediction, guidance, clip,
+        H.used(ab_prev, kind).double() if order == 2 else None, prediction, g_ref, clip,
     )
     H.assert_matches(x_next, ref_next, dtype)
     H.assert_matches(x0, ref_x0, dtype)
@@ -94,6 +96,33 @@ def test_final_step_in_some_rows_only(prediction, gen):
 
 def test_video_shape(gen):
     check((2, 4, 16, 32, 32), gen, prediction="v_prediction", guidance=7.5, kind="per_row")
+
+# ---- per-frame guidance ([N, F, ...] samples, one scale per frame) ----------------------------------
+
+
+@pytest.mark.parametrize("shape", H.FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
+@pytest.mark.parametrize("kind", ["float", "per_row"])
+def test_per_frame_guidance_matches_reference(shape, prediction, kind, gen):
+    check(shape, gen, prediction=prediction, guidance="frames", kind=kind, order=2)
+
+
+def test_per_frame_guidance_is_scalar_guidance_frame_by_frame(gen):
+    """Frame f of a per-frame-guided step is, bit for bit, the step of frame f alone with scale f
+    (and equal per-frame scales are the scalar scale)."""
+    sample, out = torch.randn(2, 5, 3, 4, generator=gen), torch.randn(4, 5, 3, 4, generator=gen)
+    scales = torch.tensor([0.0, 1.0, 2.0, 7.5, 12.0])
+
+    def step(x, o, g):
+        return ops.dpmpp_2m_step(x, o, 0.3, 0.6, x0_prev=x, alpha_bar_prev=0.2, guidance_scale=g)
+
+    for got, want in zip(step(sample, out, torch.full((5,), 3.5)), step(sample, out, 3.5)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    guided = step(sample, out, scales)
+    for f in range(5):
+        alone = step(sample[:, f].contiguous(), out[:, f].contiguous(), float(scales[f]))
+        for got, want in zip(guided, alone):
+            torch.testing.assert_close(got[:, f], want, atol=0, rtol=0)
 
 
 @given(
@@ -143,7 +172,6 @@ def test_empty(shape):
 def test_matches_diffusers_loop(prediction_type, guidance, coef, gen):
     """An 8-step DPM-Solver++(2M) loop against diffusers, step by step: first order at step 0,
     second order in between, first order on the final step to σ = 0 (ᾱ_next = 1)."""
-    diffusers = pytest.importorskip("diffusers", reason="diffusers is a test dependency")
     sched = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
@@ -186,17 +214,19 @@ def test_requires_grad_raises_and_points_to_reference(gen):
         ops.dpmpp_2m_step(sample, out, 0.4, 0.7, x0_prev=x0_prev, alpha_bar_prev=0.2)
 
 
-@pytest.mark.parametrize("order,guidance", [(1, None), (2, 3.0)])
+@pytest.mark.parametrize("order,guidance", [(1, None), (2, 3.0), (2, "frames")])
 def test_opcheck(order, guidance, gen):
     n = 3
     sample = torch.randn(n, 4, 5, generator=gen)
     out = torch.randn(2 * n if guidance else n, 4, 5, generator=gen)
     x0_prev = torch.randn(n, 4, 5, generator=gen) if order == 2 else None
     ab_t, ab_next, ab_prev = schedule(n, gen)
+    scale, frames = (None, 5 * torch.rand(4, generator=gen)) if guidance == "frames" else (
+        guidance, None)
     torch.library.opcheck(
         torch.ops.vdengine.dpmpp_2m_step.default,
         (sample, out, ab_t, ab_next[:1].clone(), x0_prev, ab_prev if order == 2 else None,
-         "epsilon", guidance, 1.0),
+         "epsilon", scale, frames, 1.0),
     )
 
 
@@ -224,6 +254,17 @@ def _args(**over):
 
 
 BAD = [
+    ({"guidance_scale": torch.ones(3), "model_output": torch.randn(6, 4, 5)}, ValueError,
+     (r"guidance_scale as a tensor must hold one scale per frame, shape \[F\] for sample "
+      r"\[N, F, ...\]; got shape \[3\] for sample \[3, 4, 5\]")),
+    ({"guidance_scale": torch.ones(1, 4), "model_output": torch.randn(6, 4, 5)}, ValueError,
+     r"guidance_scale as a tensor must hold one scale per frame"),
+    ({"guidance_scale": torch.ones(4, dtype=torch.int64), "model_output": torch.randn(6, 4, 5)},
+     TypeError, r"guidance_scale as a tensor must be floating point"),
+    ({"guidance_scale": torch.ones(4, device="meta"), "model_output": torch.randn(6, 4, 5)},
+     ValueError, r"guidance_scale must be on the device of sample \(cpu\) or on the CPU"),
+    ({"guidance_scale": torch.ones(4), "model_output": torch.randn(3, 4, 5)}, ValueError,
+     r"with guidance_scale, model_output must have 2N rows"),
     ({"sample": None}, TypeError, r"sample must be a torch\.Tensor"),
     ({"model_output": [1.0]}, TypeError, r"model_output must be a torch\.Tensor"),
     ({"x0_prev": 1.0}, TypeError, r"x0_prev must be a torch\.Tensor or None"),
@@ -231,7 +272,7 @@ BAD = [
     ({"model_output": torch.randn(3, 4, 6)}, ValueError, r"model_output must have the shape of sample"),
     ({"model_output": torch.randn(6, 4, 5)}, ValueError, r"needs guidance_scale"),
     ({"guidance_scale": 2.0}, ValueError, r"with guidance_scale, model_output must have 2N rows"),
-    ({"guidance_scale": [2.0]}, TypeError, r"guidance_scale must be a float or None"),
+    ({"guidance_scale": [2.0]}, TypeError, r"guidance_scale must be a float, a 1-D tensor of per-frame scales or None"),
     ({"x0_prev": torch.randn(3, 4)}, ValueError, r"x0_prev must have shape \[3, 4, 5\]"),
     ({"x0_prev": torch.randn(3, 5, 4).transpose(1, 2)}, ValueError, r"x0_prev must be contiguous"),
     ({"x0_prev": torch.randn(3, 4, 5).double()}, TypeError, r"x0_prev must have the dtype of sample"),
@@ -280,10 +321,14 @@ def test_bad_arguments_direct_custom_op_call():
     one = torch.tensor([0.5])
     with pytest.raises(ValueError, match="alpha_bar_prev is required when x0_prev is given"):
         torch.ops.vdengine.dpmpp_2m_step(kw["sample"], kw["model_output"], one, one, kw["x0_prev"],
-                                         None, "epsilon", None, None)
+                                         None, "epsilon", None, None, None)
     with pytest.raises(ValueError, match="alpha_bar_next must be a float32 tensor of shape"):
         torch.ops.vdengine.dpmpp_2m_step(kw["sample"], kw["model_output"], one, torch.rand(2),
-                                         None, None, "epsilon", None, None)
+                                         None, None, "epsilon", None, None, None)
+    guided = torch.cat([kw["model_output"], kw["model_output"]])
+    with pytest.raises(ValueError, match=r"guidance_frames must be a float32 tensor of shape \[F\]"):
+        torch.ops.vdengine.dpmpp_2m_step(kw["sample"], guided, one, one, None, None, "epsilon",
+                                         None, torch.ones(3), None)
 
 
 # ---- CUDA ------------------------------------------------------------------------------------------
@@ -331,7 +376,12 @@ def test_cuda_opcheck(gen, cuda_device):
     x0_prev = torch.randn(n, 4, 5, device=cuda_device, dtype=torch.bfloat16)
     ab_t, ab_next, ab_prev = (t.to(cuda_device) for t in schedule(n, gen))
     torch.library.opcheck(torch.ops.vdengine.dpmpp_2m_step.default,
-                          (sample, out, ab_t, ab_next, x0_prev, ab_prev, "v_prediction", 3.0, None))
+                          (sample, out, ab_t, ab_next, x0_prev, ab_prev, "v_prediction", 3.0, None,
+                           None))
+    frames = torch.rand(sample.shape[1], device=cuda_device)
+    torch.library.opcheck(torch.ops.vdengine.dpmpp_2m_step.default,
+                          (sample, out, ab_t, ab_next, x0_prev, ab_prev, "v_prediction", None,
+                           frames, None))
 
 
 @pytest.mark.cuda
@@ -339,3 +389,12 @@ def test_cuda_mixed_devices(cuda_device):
     sample = torch.randn(2, 8, device=cuda_device)
     with pytest.raises(ValueError, match="x0_prev must be on the same device as sample"):
         ops.dpmpp_2m_step(sample, sample, 0.3, 0.6, x0_prev=sample.cpu(), alpha_bar_prev=0.2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", H.DTYPES, ids=str)
+@pytest.mark.parametrize("shape", H.CUDA_FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("prediction", H.PREDICTIONS)
+def test_cuda_per_frame_guidance(dtype, shape, prediction, gen, cuda_device):
+    check(shape, gen, prediction=prediction, guidance="frames", kind="per_row", dtype=dtype,
+          device=cuda_device, order=2)

@@ -6,57 +6,38 @@ x = scheduler.step(out, t, x).prev_sample) and our sampler, and compares x after
 
 from __future__ import annotations
 
+import inspect
 import io
 from typing import Any
 
+import diffusers
+import numpy as np
 import pytest
 import torch
+from _sampler_helpers import B, C, F, TinyDenoiser, noise
 from torch import nn
 
 import vdengine.ops
-from vdengine.samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m
-from vdengine.schedules import NoiseSchedule
+from vdengine.samplers import (
+    SAMPLERS,
+    get_sampler,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_euler,
+)
+from vdengine.schedules import NoiseSchedule, ScheduleOptions
 
-diffusers = pytest.importorskip("diffusers")
 # diffusers 0.42's DPMSolverMultistepScheduler.set_timesteps under numpy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-B, F, C, H, W = 2, 3, 4, 8, 8
 DIFFUSERS_KIND = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 SCHEDULE_ARGS = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 2e-2}
-
-
-class TinyDenoiser(nn.Module):
-    """A fixed, seeded video denoiser [B, F, C, H, W] -> same: per-frame 3×3 conv, a sinusoidal
-    timestep embedding and an optional per-video conditioning vector [B, C]."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = nn.Conv2d(C, C, 3, padding=1)
-        with torch.no_grad():
-            for p in self.conv.parameters():
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-        self.register_buffer("freq", torch.randn(C, generator=g))
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
-        b, f, c, h, w = x.shape
-        assert t.dtype == torch.float32 and t.shape == (b,)
-        temb = torch.sin(t[:, None] / 1000.0 * 3.0 * self.freq)  # [b, C]
-        y = self.conv(x.reshape(b * f, c, h, w)).reshape(b, f, c, h, w)
-        y = y + temb[:, None, :, None, None]
-        if cond is not None:
-            y = y + cond[:, None, :, None, None]
-        return 0.9 * x + 0.3 * torch.tanh(y)
 
 
 @pytest.fixture(scope="module")
 def model():
     return TinyDenoiser().eval()
-
-
-def noise(seed: int = 0, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(B, F, C, H, W, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def run_ours(sampler, model, x, schedule, num_steps, **kw) -> list[torch.Tensor]:
@@ -183,15 +164,19 @@ class Recorder(nn.Module):
         return self.inner(x, t, **kw)
 
 
+@pytest.mark.parametrize("per_frame", [False, True])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_guidance_is_one_forward_and_equals_combining_by_hand(model, name):
+def test_guidance_is_one_forward_and_equals_combining_by_hand(model, name, per_frame):
     g = torch.Generator().manual_seed(5)
     uncond, cond = torch.zeros(B, C), torch.randn(B, C, generator=g)
-    scale, steps = 4.0, 6
+    steps = 6
+    # One scale, or one per frame (SVD's linspace(min, max, F)) for x [B, F, C, H, W].
+    scale = torch.linspace(1.0, 6.0, F) if per_frame else 4.0
+    by_frame = scale.reshape(1, F, 1, 1, 1) if per_frame else scale
 
     def by_hand(x, t):  # two forwards, u + s·(c − u), then an unguided step
         u, c = model(x, t, cond=uncond), model(x, t, cond=cond)
-        return u + scale * (c - u)
+        return u + by_frame * (c - u)
 
     rec = Recorder(model)
     sampler = get_sampler(name)
@@ -234,8 +219,6 @@ def test_determinism_and_no_global_rng(model, name):
 
 
 def test_samplers_share_one_signature():
-    import inspect
-
     common = None
     for name, fn in SAMPLERS.items():
         params = inspect.signature(fn).parameters
@@ -248,7 +231,8 @@ def test_samplers_share_one_signature():
 
 def test_ops_are_called_through_the_module_at_call_time(model, monkeypatch):
     calls = []
-    real_ddim, real_dpm = vdengine.ops.ddim_step, vdengine.ops.dpmpp_2m_step
+    real_ddim, real_dpm, real_euler = (vdengine.ops.ddim_step, vdengine.ops.dpmpp_2m_step,
+                                       vdengine.ops.euler_step)
 
     def ddim(*a, **k):
         calls.append(("ddim", a[2].shape, a[2].device))
@@ -258,27 +242,47 @@ def test_ops_are_called_through_the_module_at_call_time(model, monkeypatch):
         calls.append(("dpm", a[2].shape, k["x0_prev"] is None))
         return real_dpm(*a, **k)
 
+    def euler(*a, **k):
+        calls.append(("euler", a[2].shape, a[2].device))
+        return real_euler(*a, **k)
+
     monkeypatch.setattr(vdengine.ops, "ddim_step", ddim)
     monkeypatch.setattr(vdengine.ops, "dpmpp_2m_step", dpm)
+    monkeypatch.setattr(vdengine.ops, "euler_step", euler)
     sample_ddim(model, noise(), NoiseSchedule(), 3, disable=True)
     sample_ddpm(model, noise(), NoiseSchedule(), 2, disable=True)
     sample_dpmpp_2m(model, noise(), NoiseSchedule(), 4, disable=True)
-    assert [c[0] for c in calls] == ["ddim"] * 5 + ["dpm"] * 4
-    assert all(c[1] == (1,) for c in calls)  # per-step ᾱ as [1] device tensors
-    assert [c[2] for c in calls[5:]] == [True, False, False, True]  # 1st order first and last
+    sample_euler(model, noise(), NoiseSchedule(), 3, disable=True)
+    assert [c[0] for c in calls] == ["ddim"] * 5 + ["dpm"] * 4 + ["euler"] * 3
+    assert all(c[1] == (1,) for c in calls)  # per-step ᾱ / σ as [1] device tensors
+    assert [c[2] for c in calls[5:9]] == [True, False, False, True]  # 1st order first and last
 
 
-def test_callback_contents(model):
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_callback_contents(model, name):
     seen = []
     schedule = NoiseSchedule("cosine")
     x = noise().transpose(3, 4)  # non-contiguous noise is accepted
-    out = sample_dpmpp_2m(model, x, schedule, 4, spacing="trailing", callback=seen.append,
-                          disable=True)
+    out = get_sampler(name)(model, x, schedule, 4, spacing="trailing", callback=seen.append,
+                            disable=True, generator=torch.Generator().manual_seed(0))
     assert out.dtype == x.dtype and out.shape == x.shape
     assert [d["t"] for d in seen] == schedule.timesteps(4, "trailing").tolist()
     assert all(set(d) == {"i", "t", "x", "x0"} for d in seen)
     assert all(isinstance(d["t"], int) and d["x0"].shape == x.shape for d in seen)
+    assert all(torch.isfinite(d["x0"]).all() for d in seen)
     torch.testing.assert_close(seen[-1]["x"], seen[-1]["x0"])  # the final step lands on x0
+
+
+def test_callback_timesteps_of_karras_sigmas_are_floats(model):
+    seen = []
+    opts = ScheduleOptions(karras_sigmas=True, timestep_type="continuous", sigma_min=0.002,
+                           sigma_max=700.0)
+    sample_euler(model, noise(), NoiseSchedule(), 5, schedule_options=opts, callback=seen.append,
+                 disable=True, prediction_type="v_prediction")
+    ts = [d["t"] for d in seen]
+    assert all(isinstance(t, float) for t in ts)
+    assert ts[0] == pytest.approx(0.25 * np.log(700.0), rel=1e-6)
+    assert ts[-1] == pytest.approx(0.25 * np.log(0.002), rel=1e-6)
 
 
 def test_clip_sample_bounds_the_result(model):
@@ -298,8 +302,8 @@ def test_progress_bar(model, monkeypatch):
 
 
 def test_errors(model):
-    with pytest.raises(ValueError, match="unknown sampler 'euler'.*'ddim', 'ddpm', 'dpmpp_2m'"):
-        get_sampler("euler")
+    with pytest.raises(ValueError, match="unknown sampler 'heun'.*'ddim', 'ddpm', 'dpmpp_2m', 'euler'"):
+        get_sampler("heun")
     schedule = NoiseSchedule()
     for fn in SAMPLERS.values():
         with pytest.raises(ValueError, match="num_steps"):
@@ -307,30 +311,52 @@ def test_errors(model):
         with pytest.raises(ValueError, match="num_steps"):
             fn(model, noise(), schedule, 1001)
         with pytest.raises(ValueError, match="spacing"):
-            fn(model, noise(), schedule, 4, spacing="linspace")
+            fn(model, noise(), schedule, 4, spacing="uniform")
         with pytest.raises(ValueError, match="prediction_type"):
             fn(model, noise(), schedule, 4, prediction_type="x0")
         with pytest.raises(TypeError, match="schedule"):
             fn(model, noise(), "linear", 4)
+        with pytest.raises(TypeError, match="schedule_options must be a ScheduleOptions"):
+            fn(model, noise(), schedule, 4, schedule_options={"final": "zero"})
+        with pytest.raises(TypeError, match="guidance_scale must be a float, a per-frame tensor"):
+            fn(model, noise(), schedule, 4, guidance_scale="7")
+        with pytest.raises(ValueError, match="one scale per frame of x"):
+            fn(model, noise(), schedule, 4, guidance_scale=torch.ones(F + 1))
     with pytest.raises(ValueError, match="eta"):
         sample_ddim(model, noise(), schedule, 4, eta=-1.0)
+    for name in ("ddpm", "dpmpp_2m", "euler"):  # samplers without η refuse it, never ignore it
+        with pytest.raises(TypeError, match="eta"):
+            get_sampler(name)(model, noise(), schedule, 4, eta=0.0)
+    with pytest.raises(ValueError, match=r"schedule_options.karras_sigmas=True is not used by "
+                                         r"sampler 'ddim' \(only by euler\)"):
+        sample_ddim(model, noise(), schedule, 4,
+                    schedule_options=ScheduleOptions(karras_sigmas=True))
+    with pytest.raises(ValueError, match=r"schedule_options.convention='diffusers' is not used by "
+                                         r"sampler 'ddpm'"):
+        sample_ddpm(model, noise(), schedule, 4,
+                    schedule_options=ScheduleOptions(convention="diffusers"))
+    with pytest.raises(ValueError, match=r"schedule_options.solver_order=1 is not used by"):
+        sample_ddim(model, noise(), schedule, 4, schedule_options=ScheduleOptions(solver_order=1))
     with pytest.raises(ValueError, match=r"model returned \(2, 3, 4, 8, 8\).*\(4, 3, 4, 8, 8\)"):
         sample_ddim(lambda x, t: x[: B], noise(), schedule, 4, guidance_scale=3.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
+@pytest.mark.parametrize("per_frame", [None, "cpu", "cuda"])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_no_host_sync_in_the_loop_cuda(model, name):
+def test_no_host_sync_in_the_loop_cuda(model, name, per_frame):
     m = TinyDenoiser().cuda().eval()
     x = noise().cuda()
     g = torch.Generator(device="cuda").manual_seed(0)
     extra = {"cond": torch.zeros(2 * B, C, device="cuda")}
-    get_sampler(name)(m, x, NoiseSchedule(), 2, guidance_scale=2.0, extra_args=extra,
+    # One scale, or per-frame scales given on the CPU (copied once) or on the GPU.
+    scale = torch.linspace(1.0, 3.0, F, device=per_frame) if per_frame else 2.0
+    get_sampler(name)(m, x, NoiseSchedule(), 2, guidance_scale=scale, extra_args=extra,
                       generator=g, disable=True)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        get_sampler(name)(m, x, NoiseSchedule(), 6, guidance_scale=2.0, extra_args=extra,
+        get_sampler(name)(m, x, NoiseSchedule(), 6, guidance_scale=scale, extra_args=extra,
                           generator=g, disable=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import diffusers
 import numpy as np
 import pytest
 import torch
 
 from vdengine.schedules import (
     NoiseSchedule,
+    ScheduleOptions,
     convert_prediction,
     predict_eps,
     predict_v,
@@ -17,31 +19,46 @@ from vdengine.schedules import (
     predict_x0_eps,
 )
 
-diffusers = pytest.importorskip("diffusers")
+DIFFUSERS_KIND = {"linear": "linear", "cosine": "squaredcos_cap_v2",
+                  "squaredcos_cap_v2": "squaredcos_cap_v2", "scaled_linear": "scaled_linear"}
+BETAS = {"scaled_linear": (0.00085, 0.012)}  # Stable Diffusion's, ModelScope's, SVD's
 
-DIFFUSERS_KIND = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
-
-def ddim_scheduler(kind: str = "linear", spacing: str = "leading"):
+def ddim_scheduler(kind: str = "linear", spacing: str = "leading", steps_offset: int = 0):
+    start, end = BETAS.get(kind, (1e-4, 2e-2))
     return diffusers.DDIMScheduler(
         num_train_timesteps=1000,
-        beta_start=1e-4,
-        beta_end=2e-2,
+        beta_start=start,
+        beta_end=end,
         beta_schedule=DIFFUSERS_KIND[kind],
         timestep_spacing=spacing,
-        steps_offset=0,
+        steps_offset=steps_offset,
     )
 
 
-@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def schedule(kind: str = "linear") -> NoiseSchedule:
+    start, end = BETAS.get(kind, (1e-4, 2e-2))
+    return NoiseSchedule(kind, beta_start=start, beta_end=end)
+
+
+@pytest.mark.parametrize("kind", ["linear", "scaled_linear", "squaredcos_cap_v2", "cosine"])
 def test_alphas_cumprod_match_diffusers(kind):
-    ours = NoiseSchedule(kind)
+    ours = schedule(kind)
     theirs = ddim_scheduler(kind).alphas_cumprod.double()  # float32 in diffusers
     assert ours.alphas_cumprod.dtype == torch.float64
     assert ours.alphas_cumprod.shape == (1000,)
     torch.testing.assert_close(ours.alphas_cumprod, theirs, rtol=2e-5, atol=1e-8)
     torch.testing.assert_close(ours.betas.float(), ddim_scheduler(kind).betas, rtol=1e-6, atol=0)
     assert bool((ours.alphas_cumprod[1:] < ours.alphas_cumprod[:-1]).all())
+    sigmas = ((1 - ddim_scheduler(kind).alphas_cumprod) / ddim_scheduler(kind).alphas_cumprod) ** 0.5
+    # 1 − ᾱ cancels near t = 0: diffusers' float32 σ_0 carries ~1e-4 relative error there.
+    torch.testing.assert_close(ours.sigmas, sigmas.double(), rtol=5e-4, atol=0)
+
+
+def test_cosine_is_an_alias_that_round_trips():
+    a, b = NoiseSchedule("cosine"), NoiseSchedule("squaredcos_cap_v2")
+    assert torch.equal(a.betas, b.betas)
+    assert NoiseSchedule.from_config(a.to_config()).kind == "cosine"  # saved configs keep loading
 
 
 def test_linear_is_the_ddpm_schedule():
@@ -51,12 +68,15 @@ def test_linear_is_the_ddpm_schedule():
     assert s.alphas_cumprod[-1].item() == pytest.approx(4.0358e-5, rel=1e-3)
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_timesteps_match_diffusers_for_every_num_steps(spacing):
-    s, sched = NoiseSchedule(), ddim_scheduler("linear", spacing)
+@pytest.mark.parametrize("spacing,offset", [("leading", 0), ("leading", 1), ("trailing", 0),
+                                            ("linspace", 0), ("linspace", 1)])
+def test_timesteps_match_diffusers_for_every_num_steps(spacing, offset):
+    s, sched = NoiseSchedule(), ddim_scheduler("linear", spacing, offset)
     extra = []
     for n in range(1, 1001):
-        ours = s.timesteps(n, spacing)
+        if spacing == "leading" and offset >= 1000 // n:
+            continue  # diffusers' first timestep would pass T - 1 (tested in test_errors)
+        ours = s.timesteps(n, spacing, steps_offset=offset)
         sched.set_timesteps(n)
         theirs = sched.timesteps
         assert ours.dtype == torch.int64 and ours.shape == (n,)
@@ -65,7 +85,7 @@ def test_timesteps_match_diffusers_for_every_num_steps(spacing):
             extra.append(n)
             theirs = theirs[:n]
         assert torch.equal(ours, theirs), (n, spacing)
-        assert bool((ours[1:] < ours[:-1]).all()) and ours.min() >= 0 and ours.max() <= 999
+        assert bool((ours[1:] <= ours[:-1]).all()) and ours.min() >= 0 and ours.max() <= 999
     if spacing == "trailing":
         assert 61 in extra  # documented in NoiseSchedule.timesteps
     else:
@@ -75,7 +95,9 @@ def test_timesteps_match_diffusers_for_every_num_steps(spacing):
 def test_timesteps_examples():
     s = NoiseSchedule()
     assert s.timesteps(4).tolist() == [750, 500, 250, 0]
+    assert s.timesteps(4, steps_offset=1).tolist() == [751, 501, 251, 1]
     assert s.timesteps(4, "trailing").tolist() == [999, 749, 499, 249]
+    assert s.timesteps(4, "linspace").tolist() == [999, 666, 333, 0]
     assert s.timesteps(1000).tolist() == list(range(999, -1, -1))
 
 
@@ -145,10 +167,16 @@ def test_errors():
         s.timesteps(1001, "trailing")
     with pytest.raises(TypeError, match="num_steps"):
         s.timesteps(8.0)
-    with pytest.raises(ValueError, match="spacing.*'leading', 'trailing'"):
-        s.timesteps(8, "linspace")
-    with pytest.raises(ValueError, match="kind.*'linear', 'cosine'"):
-        NoiseSchedule("scaled_linear")
+    with pytest.raises(ValueError, match="spacing.*'leading', 'trailing', 'linspace'"):
+        s.timesteps(8, "uniform")
+    with pytest.raises(ValueError, match="steps_offset=250 moves the first of 4 leading"):
+        s.timesteps(4, steps_offset=250)
+    with pytest.raises(ValueError, match="steps_offset must be >= 0"):
+        s.timesteps(4, steps_offset=-1)
+    with pytest.raises(TypeError, match="steps_offset must be an int"):
+        s.timesteps(4, steps_offset=1.0)
+    with pytest.raises(ValueError, match="kind.*'linear', 'scaled_linear', 'squaredcos_cap_v2'"):
+        NoiseSchedule("sigmoid")
     with pytest.raises(ValueError, match="num_train_timesteps"):
         NoiseSchedule(num_train_timesteps=0)
     with pytest.raises(ValueError, match="beta_start"):
@@ -162,3 +190,40 @@ def test_errors():
     with pytest.raises(AttributeError):
         s.kind = "cosine"  # frozen
     assert np.isfinite(NoiseSchedule("cosine").alphas_cumprod.numpy()).all()
+
+
+# ---- ScheduleOptions --------------------------------------------------------------------------
+
+
+def test_schedule_options_round_trip_and_defaults():
+    default = ScheduleOptions()
+    assert default.convention == "vdengine" and default.final == "zero"
+    opts = ScheduleOptions(convention="diffusers", steps_offset=1, final="sigma_min",
+                           karras_sigmas=True, sigma_min=0.002, sigma_max=700.0,
+                           timestep_type="continuous")
+    back = ScheduleOptions.from_config(json.loads(json.dumps(opts.to_config())))
+    assert back == opts
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"convention": "k-diffusion"}, ValueError, r"convention must be one of \('vdengine', 'diffusers'\)"),
+    ({"final": "one"}, ValueError, r"final must be one of \('zero', 'sigma_min'\)"),
+    ({"timestep_type": "float"}, ValueError, r"timestep_type must be one of"),
+    ({"solver_order": 3}, ValueError, r"solver_order must be 1 or 2, got 3"),
+    ({"solver_order": True}, ValueError, r"solver_order must be 1 or 2"),
+    ({"steps_offset": -1}, ValueError, r"steps_offset must be >= 0"),
+    ({"lower_order_final": 1}, TypeError, r"lower_order_final must be a bool"),
+    ({"sigma_min": 0.0}, ValueError, r"sigma_min must be a positive finite float or None"),
+    ({"sigma_max": float("inf")}, ValueError, r"sigma_max must be a positive finite"),
+    ({"sigma_min": 5.0, "sigma_max": 1.0}, ValueError, r"sigma_min must be < sigma_max"),
+])
+def test_schedule_options_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ScheduleOptions(**kwargs)
+
+
+def test_schedule_options_config_errors():
+    with pytest.raises(ValueError, match=r"unknown ScheduleOptions keys \['rho'\]"):
+        ScheduleOptions.from_config({"rho": 7.0})
+    with pytest.raises(TypeError, match="config must be a dict"):
+        ScheduleOptions.from_config([("final", "zero")])

@@ -14,7 +14,8 @@ raises a RuntimeError. ``vdengine.ops.reference`` holds the pure-PyTorch specifi
 from vdengine.ops import reference
 from vdengine.ops.ddim_step import ddim_step
 from vdengine.ops.dpmpp_2m_step import dpmpp_2m_step
+from vdengine.ops.euler_step import euler_step
 from vdengine.ops.posgn import posgn
 from vdengine.ops.temporal_attention import temporal_attention
 
-__all__ = ["ddim_step", "dpmpp_2m_step", "posgn", "reference", "temporal_attention"]
+__all__ = ["ddim_step", "dpmpp_2m_step", "euler_step", "posgn", "reference", "temporal_attention"]

@@ -166,16 +166,16 @@ def kernel_dtype(t: Tensor, name: str) -> None:
         )
 
 
-def no_grad(op: str, tensors: dict[str, Tensor | None]) -> None:
+def no_grad(op: str, tensors: dict[str, object]) -> None:
     """The fused ops are inference ops: refuse inputs that would need a backward pass.
 
     Raised at the call rather than at backward time, so a model that forgot torch.no_grad() /
-    torch.inference_mode() fails where the problem is.
+    torch.inference_mode() fails where the problem is. Values that are not tensors are skipped.
     """
     if not torch.is_grad_enabled():
         return
     for name, t in tensors.items():
-        if t is not None and t.requires_grad:
+        if isinstance(t, Tensor) and t.requires_grad:
             raise RuntimeError(
                 f"vdengine.ops.{op}: {name} requires grad, but the fused kernels have no backward. "
                 f"Run inference under torch.no_grad() / torch.inference_mode(), or use "
@@ -195,26 +195,45 @@ def coefficient(value: object, name: str, rows: int, like: Tensor, *, allow_one:
     already on the device.
     """
     if isinstance(value, Tensor):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor or a float, got {value.dtype}")
-        if value.numel() != 1 and value.numel() != rows:
-            raise ValueError(
-                f"{name} must have 1 element or one per sample row ({rows}), got shape "
-                f"{shape_str(value.shape)}"
-            )
-        if value.device != like.device and value.device.type != "cpu":
-            raise ValueError(
-                f"{name} must be on the device of sample ({like.device}) or on the CPU, got "
-                f"{value.device}"
-            )
-        return value.detach().to(device=like.device, dtype=torch.float32,
-                                 non_blocking=True).reshape(-1).contiguous()
+        return _coefficient_tensor(value, name, rows, like)
     v = real(value, name)
     hi_ok = v < 1.0 or (allow_one and v == 1.0)
     if not (v > 0.0 and hi_ok):
         rng = "(0, 1]" if allow_one else "(0, 1)"
         raise ValueError(f"{name} must lie in {rng} (a cumulative ᾱ), got {v}")
     return torch.full((1,), v, dtype=torch.float32, device=like.device)
+
+
+def sigma(value: object, name: str, rows: int, like: Tensor, *, allow_zero: bool = False
+          ) -> Tensor:
+    """A noise level σ as the float32 tensor the Euler kernel reads: [1] or [rows].
+
+    As :func:`coefficient`, with a Python float checked to be > 0 (>= 0 with allow_zero).
+    """
+    if isinstance(value, Tensor):
+        return _coefficient_tensor(value, name, rows, like)
+    v = real(value, name)
+    if not (v > 0.0 or (allow_zero and v == 0.0)):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} (a noise level σ), "
+                         f"got {v}")
+    return torch.full((1,), v, dtype=torch.float32, device=like.device)
+
+
+def _coefficient_tensor(value: Tensor, name: str, rows: int, like: Tensor) -> Tensor:
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor or a float, got {value.dtype}")
+    if value.numel() != 1 and value.numel() != rows:
+        raise ValueError(
+            f"{name} must have 1 element or one per sample row ({rows}), got shape "
+            f"{shape_str(value.shape)}"
+        )
+    if value.device != like.device and value.device.type != "cpu":
+        raise ValueError(
+            f"{name} must be on the device of sample ({like.device}) or on the CPU, got "
+            f"{value.device}"
+        )
+    return value.detach().to(device=like.device, dtype=torch.float32,
+                             non_blocking=True).reshape(-1).contiguous()
 
 
 def coefficient_tensor(t: Tensor, name: str, rows: int, like: Tensor) -> None:
@@ -289,10 +308,9 @@ def launch(kernel: str, like: Tensor, *args: object) -> None:
 
 
 def step_tensors(
-    sample: Tensor, model_output: Tensor, guidance_scale: float | None,
-    extra: dict[str, Tensor | None],
+    sample: Tensor, model_output: Tensor, guided: bool, extra: dict[str, Tensor | None],
 ) -> tuple[int, int]:
-    """Checks sample [N, ...], model_output [N, ...] ([2N, ...] with guidance) and the optional
+    """Checks sample [N, ...], model_output [N, ...] ([2N, ...] when guided) and the optional
     per-element tensors in extra (each sample's shape). Returns (N, D) with D = elements per row."""
     if sample.dim() < 1:
         raise ValueError("sample must have at least one dimension [N, ...], got a 0-d tensor")
@@ -305,7 +323,7 @@ def step_tensors(
     kernel_dtype(sample, "sample")
     n = sample.shape[0]
     rest = tuple(sample.shape[1:])
-    if guidance_scale is None:
+    if not guided:
         if tuple(model_output.shape) != tuple(sample.shape):
             raise ValueError(
                 f"model_output must have the shape of sample {shape_str(sample.shape)}, got "
@@ -351,3 +369,60 @@ def eta_and_noise(eta: float, noise: Tensor | None) -> None:
         raise ValueError(f"eta must be >= 0, got {e}")
     if e > 0 and noise is None:
         raise ValueError(f"noise (a tensor of sample's shape) is required when eta > 0 (eta = {e})")
+
+
+# ---- guidance -----------------------------------------------------------------------------------
+
+
+def guidance(value: object, sample: Tensor) -> tuple[float | None, Tensor | None]:
+    """A public guidance_scale as (scale, per-frame scales): None → (None, None); a real number →
+    (float, None); a 1-D float tensor of sample.shape[1] scales (samples laid out [N, F, ...]) on
+    sample's device or the CPU → (None, float32 [F] on sample's device, copied non-blocking).
+    Tensor values are not checked (no host sync)."""
+    if not isinstance(value, Tensor):
+        if value is not None and not isinstance(value, (Real, np.floating, np.integer)):
+            raise TypeError(f"guidance_scale must be a float, a 1-D tensor of per-frame scales or "
+                            f"None, got {type(value).__name__}")
+        return real(value, "guidance_scale", allow_none=True), None
+    if not value.is_floating_point():
+        raise TypeError(f"guidance_scale as a tensor must be floating point, got {value.dtype}")
+    frames = sample.shape[1] if sample.dim() >= 2 else None
+    if value.dim() != 1 or frames is None or value.shape[0] != frames:
+        raise ValueError(
+            f"guidance_scale as a tensor must hold one scale per frame, shape [F] for sample "
+            f"[N, F, ...]; got shape {shape_str(value.shape)} for sample {shape_str(sample.shape)}"
+        )
+    if value.device != sample.device and value.device.type != "cpu":
+        raise ValueError(f"guidance_scale must be on the device of sample ({sample.device}) or on "
+                         f"the CPU, got {value.device}")
+    return None, value.detach().to(device=sample.device, dtype=torch.float32,
+                                   non_blocking=True).contiguous()
+
+
+def guidance_frames_tensor(t: Tensor | None, sample: Tensor, guidance_scale: float | None) -> None:
+    """What the op implementations accept for per-frame scales: None, or float32 [F] on sample's
+    device for sample [N, F, ...], and never together with a scalar guidance_scale."""
+    if t is None:
+        return
+    tensor(t, "guidance_frames")
+    if guidance_scale is not None:
+        raise ValueError("give guidance_scale or guidance_frames, not both")
+    if sample.dim() < 2 or t.dtype != torch.float32 or tuple(t.shape) != (sample.shape[1],):
+        raise ValueError(
+            f"guidance_frames must be a float32 tensor of shape [F] for sample [N, F, ...], got "
+            f"dtype {t.dtype} and shape {shape_str(t.shape)} for sample {shape_str(sample.shape)}"
+        )
+    if t.device != sample.device:
+        raise ValueError(f"guidance_frames must be on the device of sample ({sample.device}), "
+                         f"got {t.device}")
+    contiguous(t, "guidance_frames")
+
+
+def guidance_launch_args(guidance_scale: float | None, guidance_frames: Tensor | None, d: int
+                         ) -> tuple[bool, float, int, int, int]:
+    """The kernels' guidance arguments: (has_guidance, guidance_scale, guidance_frames pointer,
+    frames, frame_inner) for rows of d elements."""
+    if guidance_frames is None:
+        return guidance_scale is not None, guidance_scale or 0.0, 0, 0, 0
+    frames = guidance_frames.numel()
+    return True, 0.0, guidance_frames.data_ptr(), frames, d // frames

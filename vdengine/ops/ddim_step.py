@@ -23,7 +23,7 @@ def ddim_step(
     eta: float = 0.0,
     noise: Tensor | None = None,  # [N, ...], required when eta > 0
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per-frame scales for [N, F, ...]
     clip_sample: float | None = None,
     return_x0: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:  # x_prev [N, ...] or (x_prev, x0)
@@ -46,7 +46,9 @@ def ddim_step(
         noise: Standard normal noise of sample's shape and dtype, required when eta > 0 and
             ignored when eta == 0.
         prediction_type: "epsilon", "v_prediction" or "sample".
-        guidance_scale: Classifier-free guidance scale s: ε = u + s·(c − u) on the stacked rows.
+        guidance_scale: Classifier-free guidance scale s: ε = u + s·(c − u) on the stacked rows;
+            a float, or a 1-D tensor of F per-frame scales for sample laid out [N, F, ...]
+            (element frame = (index / inner) % F, inner = the product of the dims after F).
         clip_sample: Clamp x0 to [−clip_sample, clip_sample] (> 0) when given.
         return_x0: Also return the predicted x0.
 
@@ -65,33 +67,35 @@ def ddim_step(
     eta = ck.real(eta, "eta")
     ck.eta_and_noise(eta, noise)
     prediction_type = ck.prediction_type(prediction_type)
-    guidance_scale = ck.real(guidance_scale, "guidance_scale", allow_none=True)
     clip_sample = ck.positive_real(clip_sample, "clip_sample", allow_none=True)
     return_x0 = ck.flag(return_x0, "return_x0")
     n = sample.shape[0]
     if torch.is_grad_enabled():
         ck.no_grad("ddim_step", {
             "sample": sample, "model_output": model_output, "noise": noise,
-            "alpha_bar_t": alpha_bar_t if isinstance(alpha_bar_t, Tensor) else None,
-            "alpha_bar_prev": alpha_bar_prev if isinstance(alpha_bar_prev, Tensor) else None,
+            "alpha_bar_t": alpha_bar_t, "alpha_bar_prev": alpha_bar_prev,
+            "guidance_scale": guidance_scale,
         })
+    guidance_scale, frames = ck.guidance(guidance_scale, sample)
     ab_t = ck.coefficient(alpha_bar_t, "alpha_bar_t", n, sample)
     ab_prev = ck.coefficient(alpha_bar_prev, "alpha_bar_prev", n, sample, allow_one=True)
     x_prev, x0 = _ddim_op(sample, model_output, ab_t, ab_prev, eta, noise, prediction_type,
-                          guidance_scale, clip_sample, return_x0)
+                          guidance_scale, frames, clip_sample, return_x0)
     return (x_prev, x0) if return_x0 else x_prev
 
 
 def _validate(
     sample: Tensor, model_output: Tensor, alpha_bar_t: Tensor, alpha_bar_prev: Tensor, eta: float,
     noise: Tensor | None, prediction_type: str, guidance_scale: float | None,
-    clip_sample: float | None,
+    guidance_frames: Tensor | None, clip_sample: float | None,
 ) -> tuple[int, int]:
     ck.eta_and_noise(eta, noise)
     ck.prediction_type(prediction_type)
     ck.real(guidance_scale, "guidance_scale", allow_none=True)
     ck.positive_real(clip_sample, "clip_sample", allow_none=True)
-    n, d = ck.step_tensors(sample, model_output, guidance_scale, {"noise": noise})
+    guided = guidance_scale is not None or guidance_frames is not None
+    n, d = ck.step_tensors(sample, model_output, guided, {"noise": noise})
+    ck.guidance_frames_tensor(guidance_frames, sample, guidance_scale)
     ck.coefficient_tensor(alpha_bar_t, "alpha_bar_t", n, sample)
     ck.coefficient_tensor(alpha_bar_prev, "alpha_bar_prev", n, sample)
     return n, d
@@ -101,11 +105,12 @@ def _validate(
 def _ddim_op(
     sample: Tensor, model_output: Tensor, alpha_bar_t: Tensor, alpha_bar_prev: Tensor, eta: float,
     noise: Tensor | None, prediction_type: str, guidance_scale: float | None,
-    clip_sample: float | None, return_x0: bool,
+    guidance_frames: Tensor | None, clip_sample: float | None, return_x0: bool,
 ) -> tuple[Tensor, Tensor]:
-    """(x_prev, x0); x0 is an empty [0] tensor unless return_x0 (the kernel then skips it)."""
+    """(x_prev, x0); x0 is an empty [0] tensor unless return_x0 (the kernel then skips it).
+    guidance_frames: float32 [F] per-frame scales (instead of guidance_scale), or None."""
     n, d = _validate(sample, model_output, alpha_bar_t, alpha_bar_prev, eta, noise,
-                     prediction_type, guidance_scale, clip_sample)
+                     prediction_type, guidance_scale, guidance_frames, clip_sample)
     x_prev = ck.new_output(sample.shape, sample)
     x0 = ck.new_output(sample.shape if return_x0 else (0,), sample)
     if x_prev.numel() == 0:
@@ -117,8 +122,8 @@ def _ddim_op(
         # The reference ignores noise when eta == 0 (even non-finite noise): pass no pointer.
         ck.ptr(noise) if eta > 0 else 0, 0, ab_t.data_ptr(), ab_prev.data_ptr(), 0, coef_stride,
         x_prev.data_ptr(), ck.ptr(x0) if return_x0 else 0, n, d, eta,
-        _native.PREDICTION_CODES[prediction_type], guidance_scale is not None,
-        0.0 if guidance_scale is None else guidance_scale, clip_sample is not None,
+        _native.PREDICTION_CODES[prediction_type],
+        *ck.guidance_launch_args(guidance_scale, guidance_frames, d), clip_sample is not None,
         0.0 if clip_sample is None else clip_sample,
     )
     return x_prev, x0
@@ -128,8 +133,8 @@ def _ddim_op(
 def _ddim_fake(
     sample: Tensor, model_output: Tensor, alpha_bar_t: Tensor, alpha_bar_prev: Tensor, eta: float,
     noise: Tensor | None, prediction_type: str, guidance_scale: float | None,
-    clip_sample: float | None, return_x0: bool,
+    guidance_frames: Tensor | None, clip_sample: float | None, return_x0: bool,
 ) -> tuple[Tensor, Tensor]:
     _validate(sample, model_output, alpha_bar_t, alpha_bar_prev, eta, noise, prediction_type,
-              guidance_scale, clip_sample)
+              guidance_scale, guidance_frames, clip_sample)
     return sample.new_empty(sample.shape), sample.new_empty(sample.shape if return_x0 else (0,))

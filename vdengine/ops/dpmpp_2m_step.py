@@ -23,7 +23,7 @@ def dpmpp_2m_step(
     x0_prev: Tensor | None = None,  # [N, ...] x0 predicted at the previous step
     alpha_bar_prev: Tensor | float | None = None,  # ᾱ where x0_prev was predicted
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per-frame scales for [N, F, ...]
     clip_sample: float | None = None,
 ) -> tuple[Tensor, Tensor]:  # (x_next [N, ...], x0 [N, ...])
     """One DPM-Solver++(2M) update (Lu et al. 2022), data prediction, midpoint form.
@@ -43,7 +43,9 @@ def dpmpp_2m_step(
         x0_prev: The x0 returned by the previous step, ``[N, ...]``, for the second-order update.
         alpha_bar_prev: ᾱ at the previous step's timestep; required when x0_prev is given.
         prediction_type: "epsilon", "v_prediction" or "sample".
-        guidance_scale: Classifier-free guidance scale s: out = u + s·(c − u).
+        guidance_scale: Classifier-free guidance scale s: out = u + s·(c − u); a float, or a 1-D
+            tensor of F per-frame scales for sample laid out [N, F, ...] (element frame =
+            (index / inner) % F, inner = the product of the dims after F).
         clip_sample: Clamp x0 to [−clip_sample, clip_sample] (> 0) when given.
 
     Returns:
@@ -61,36 +63,37 @@ def dpmpp_2m_step(
     if x0_prev is not None and alpha_bar_prev is None:
         raise ValueError("alpha_bar_prev is required when x0_prev is given (second-order step)")
     prediction_type = ck.prediction_type(prediction_type)
-    guidance_scale = ck.real(guidance_scale, "guidance_scale", allow_none=True)
     clip_sample = ck.positive_real(clip_sample, "clip_sample", allow_none=True)
     n = sample.shape[0]
     if torch.is_grad_enabled():
-        coefs = {"alpha_bar_t": alpha_bar_t, "alpha_bar_next": alpha_bar_next,
-                 "alpha_bar_prev": alpha_bar_prev}
         ck.no_grad("dpmpp_2m_step", {
             "sample": sample, "model_output": model_output, "x0_prev": x0_prev,
-            **{k: v for k, v in coefs.items() if isinstance(v, Tensor)},
+            "alpha_bar_t": alpha_bar_t, "alpha_bar_next": alpha_bar_next,
+            "alpha_bar_prev": alpha_bar_prev, "guidance_scale": guidance_scale,
         })
+    guidance_scale, frames = ck.guidance(guidance_scale, sample)
     ab_t = ck.coefficient(alpha_bar_t, "alpha_bar_t", n, sample)
     ab_next = ck.coefficient(alpha_bar_next, "alpha_bar_next", n, sample, allow_one=True)
     ab_prev = None  # checked whenever given; read by the kernel only with x0_prev
     if alpha_bar_prev is not None:
         ab_prev = ck.coefficient(alpha_bar_prev, "alpha_bar_prev", n, sample)
     return _dpmpp_op(sample, model_output, ab_t, ab_next, x0_prev, ab_prev, prediction_type,
-                     guidance_scale, clip_sample)
+                     guidance_scale, frames, clip_sample)
 
 
 def _validate(
     sample: Tensor, model_output: Tensor, alpha_bar_t: Tensor, alpha_bar_next: Tensor,
     x0_prev: Tensor | None, alpha_bar_prev: Tensor | None, prediction_type: str,
-    guidance_scale: float | None, clip_sample: float | None,
+    guidance_scale: float | None, guidance_frames: Tensor | None, clip_sample: float | None,
 ) -> tuple[int, int]:
     ck.prediction_type(prediction_type)
     ck.real(guidance_scale, "guidance_scale", allow_none=True)
     ck.positive_real(clip_sample, "clip_sample", allow_none=True)
     if x0_prev is not None and alpha_bar_prev is None:
         raise ValueError("alpha_bar_prev is required when x0_prev is given (second-order step)")
-    n, d = ck.step_tensors(sample, model_output, guidance_scale, {"x0_prev": x0_prev})
+    guided = guidance_scale is not None or guidance_frames is not None
+    n, d = ck.step_tensors(sample, model_output, guided, {"x0_prev": x0_prev})
+    ck.guidance_frames_tensor(guidance_frames, sample, guidance_scale)
     ck.coefficient_tensor(alpha_bar_t, "alpha_bar_t", n, sample)
     ck.coefficient_tensor(alpha_bar_next, "alpha_bar_next", n, sample)
     if alpha_bar_prev is not None:
@@ -102,10 +105,11 @@ def _validate(
 def _dpmpp_op(
     sample: Tensor, model_output: Tensor, alpha_bar_t: Tensor, alpha_bar_next: Tensor,
     x0_prev: Tensor | None, alpha_bar_prev: Tensor | None, prediction_type: str,
-    guidance_scale: float | None, clip_sample: float | None,
+    guidance_scale: float | None, guidance_frames: Tensor | None, clip_sample: float | None,
 ) -> tuple[Tensor, Tensor]:
+    """(x_next, x0). guidance_frames: float32 [F] per-frame scales (instead of guidance_scale)."""
     n, d = _validate(sample, model_output, alpha_bar_t, alpha_bar_next, x0_prev, alpha_bar_prev,
-                     prediction_type, guidance_scale, clip_sample)
+                     prediction_type, guidance_scale, guidance_frames, clip_sample)
     x_next = ck.new_output(sample.shape, sample)
     x0 = ck.new_output(sample.shape, sample)
     if x_next.numel() == 0:
@@ -119,8 +123,8 @@ def _dpmpp_op(
         "dpmpp_2m_step", sample, sample.data_ptr(), model_output.data_ptr(), 0, ck.ptr(x0_prev),
         ab_t.data_ptr(), ab_next.data_ptr(), ck.ptr(ab_prev), coef_stride, x_next.data_ptr(),
         x0.data_ptr(), n, d, 0.0, _native.PREDICTION_CODES[prediction_type],
-        guidance_scale is not None, 0.0 if guidance_scale is None else guidance_scale,
-        clip_sample is not None, 0.0 if clip_sample is None else clip_sample,
+        *ck.guidance_launch_args(guidance_scale, guidance_frames, d), clip_sample is not None,
+        0.0 if clip_sample is None else clip_sample,
     )
     return x_next, x0
 
@@ -129,8 +133,8 @@ def _dpmpp_op(
 def _dpmpp_fake(
     sample: Tensor, model_output: Tensor, alpha_bar_t: Tensor, alpha_bar_next: Tensor,
     x0_prev: Tensor | None, alpha_bar_prev: Tensor | None, prediction_type: str,
-    guidance_scale: float | None, clip_sample: float | None,
+    guidance_scale: float | None, guidance_frames: Tensor | None, clip_sample: float | None,
 ) -> tuple[Tensor, Tensor]:
     _validate(sample, model_output, alpha_bar_t, alpha_bar_next, x0_prev, alpha_bar_prev,
-              prediction_type, guidance_scale, clip_sample)
+              prediction_type, guidance_scale, guidance_frames, clip_sample)
     return sample.new_empty(sample.shape), sample.new_empty(sample.shape)

@@ -87,11 +87,19 @@ def _per_row(coef: Tensor | float, rows: int, like: Tensor) -> Tensor:
     return t.reshape(rows, *([1] * (like.dim() - 1)))
 
 
-def combine_guidance(model_output: Tensor, rows: int, guidance_scale: float | None) -> Tensor:
-    """Classifier-free guidance on [uncond; cond] stacked rows: u + s·(c − u)."""
+def combine_guidance(model_output: Tensor, rows: int, guidance_scale: float | Tensor | None
+                     ) -> Tensor:
+    """Classifier-free guidance on [uncond; cond] stacked rows: u + s·(c − u).
+
+    guidance_scale: a float, or a [F] tensor of per-frame scales for rows laid out [N, F, ...]
+    (frame f of every row uses scale f, as SVD's linspace(min, max, F)).
+    """
     if guidance_scale is None:
         return model_output
     uncond, cond = model_output[:rows], model_output[rows:]
+    if isinstance(guidance_scale, Tensor):
+        shape = (1, guidance_scale.numel(), *([1] * (model_output.dim() - 2)))
+        guidance_scale = guidance_scale.to(model_output.dtype).reshape(shape)
     return uncond + guidance_scale * (cond - uncond)
 
 
@@ -122,7 +130,7 @@ def ddim_step(
     eta: float = 0.0,
     noise: Tensor | None = None,  # [N, ...], needed when eta > 0
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per frame
     clip_sample: float | None = None,
     return_x0: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -158,7 +166,7 @@ def dpmpp_2m_step(
     x0_prev: Tensor | None = None,  # [N, ...] the x0 predicted at the previous step
     alpha_bar_prev: Tensor | float | None = None,  # ᾱ at the previous step's timestep
     prediction_type: str = "epsilon",
-    guidance_scale: float | None = None,
+    guidance_scale: float | Tensor | None = None,  # or [F] per frame
     clip_sample: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One DPM-Solver++(2M) update (Lu et al. 2022), data prediction, midpoint form.
@@ -191,11 +199,48 @@ def dpmpp_2m_step(
     return x_next.to(sample.dtype), x0.to(sample.dtype)
 
 
+def euler_step(
+    sample: Tensor,  # [N, ...] x in σ-space: x0 + σ·ε
+    model_output: Tensor,  # [N, ...], or [2N, ...] with guidance_scale
+    sigma: Tensor | float,  # σ of the current step
+    sigma_next: Tensor | float,  # σ stepped to (0 = the clean end)
+    prediction_type: str = "epsilon",
+    guidance_scale: float | Tensor | None = None,  # or [F] per frame
+    clip_sample: float | None = None,
+    return_x0: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """One Euler step in σ (Karras et al. 2022, Alg. 1 without churn), the math of diffusers'
+    EulerDiscreteScheduler.step with s_churn = 0.
+
+    x0 = x − σ·m (epsilon), m·(−σ/√(σ²+1)) + x/(σ²+1) (v-prediction), or m (sample);
+    x_next = x + ((x − x0)/σ)·(σ_next − σ).
+    """
+    n = sample.shape[0]
+    cd = _compute_dtype(sample)
+    x = sample.to(cd)
+    out = combine_guidance(model_output.to(cd), n, guidance_scale)
+    s = _per_row(sigma, n, x)
+    s_next = _per_row(sigma_next, n, x)
+    if prediction_type == "epsilon":
+        x0 = x - s * out
+    elif prediction_type == "v_prediction":
+        x0 = out * (-s / (s**2 + 1) ** 0.5) + x / (s**2 + 1)
+    elif prediction_type == "sample":
+        x0 = out
+    else:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    if clip_sample is not None:
+        x0 = x0.clamp(-clip_sample, clip_sample)
+    x_next = (x + (x - x0) / s * (s_next - s)).to(sample.dtype)
+    return (x_next, x0.to(sample.dtype)) if return_x0 else x_next
+
+
 __all__ = [
     "PREDICTION_TYPES",
     "combine_guidance",
     "ddim_step",
     "dpmpp_2m_step",
+    "euler_step",
     "posgn",
     "predict_x0_eps",
     "temporal_attention",
