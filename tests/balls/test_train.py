@@ -194,7 +194,7 @@ def test_min_snr_loss_is_the_weighted_loss(pred):
     )  # fmt: skip
     snr = float(abar[t0] / (1 - abar[t0]))
     w = min(snr, 5.0) / (snr if pred == "epsilon" else snr + 1)
-    assert float(val) == pytest.approx(w * float(raw), rel=1e-5)
+    assert float(val.detach()) == pytest.approx(w * float(raw), rel=1e-5)
 
 
 def test_t_share_tiles_timesteps():
@@ -225,3 +225,13 @@ def test_resume_committed_run_with_new_options(tmp_path):
     rec = _log(run)[-1]
     assert rec["step"] == state["step"] and rec["lr"] == pytest.approx(last_lr)  # no warm restart
     assert math.isfinite(rec["loss"]) and math.isfinite(rec["loss_unweighted"])
+
+
+@pytest.mark.parametrize(("minutes", "saves"), [(1e-9, 3 + 1), (0, 1)])
+def test_time_based_checkpoints(tmp_path, monkeypatch, minutes, saves):
+    calls = []
+    real = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", lambda *a: calls.append(1) or real(*a))
+    args = ("--steps", "3", "--ckpt-every", "0", "--ckpt-minutes", str(minutes), "--no-export")
+    assert _run(tmp_path / "run", *args) == 0
+    assert len(calls) == saves  # every step when due, plus the final save

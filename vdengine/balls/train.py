@@ -128,7 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="total optimizer steps (over resumes)")
     s.add_argument("--time-limit", type=float, help="total training minutes (over resumes)")
     s.add_argument("--log-every", type=int, default=20)
-    s.add_argument("--ckpt-every", type=int, default=200)
+    s.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
+    s.add_argument(
+        "--ckpt-minutes", type=float, default=10.0, help="and at least every M minutes (0: off)"
+    )
     s.add_argument("--export", help=f"export directory (default RUN_DIR/{EXPORT_DIR})")
     s.add_argument(
         "--export-only", action="store_true", help="export the checkpoint's EMA, no training"
@@ -531,7 +534,7 @@ def run(args) -> int:
     limit_s = args.time_limit * 60 if args.time_limit else None
     last_log_t, last_log_step = time.perf_counter(), state["step"]
     wall0 = state["wall_time"]
-    t_start = time.perf_counter()
+    t_start = last_ckpt = time.perf_counter()
     window_losses: list[float] = []
     window_raw: list[float] = []
     reason = "done"
@@ -566,8 +569,8 @@ def run(args) -> int:
                 raise FloatingPointError(f"loss is {lv} at step {step}")
             window_losses.append(lv)
             window_raw.append(raw)
-            le = state["loss_ema"]
-            state["loss_ema"] = lv if le is None else 0.98 * le + 0.02 * lv
+            le = state["loss_ema"]  # of the unweighted loss: comparable across weightings
+            state["loss_ema"] = raw if le is None else 0.98 * le + 0.02 * raw
             state["wall_time"] = wall0 + (time.perf_counter() - t_start)
             if step % args.log_every == 0:
                 now = time.perf_counter()
@@ -593,8 +596,10 @@ def run(args) -> int:
                     f"lr {lr:.2e} | {sps:.3f} steps/s ({rec['clips_per_s']:.2f} clips/s) | "
                     f"{state['wall_time']:.0f} s"
                 )
-            if args.ckpt_every and step % args.ckpt_every == 0:
+            due = args.ckpt_minutes and time.perf_counter() - last_ckpt >= args.ckpt_minutes * 60
+            if (args.ckpt_every and step % args.ckpt_every == 0) or due:
                 save_checkpoint(run_dir, model, ema, opt, generator, rng, state)
+                last_ckpt = time.perf_counter()
     except KeyboardInterrupt:
         reason = "KeyboardInterrupt"
     finally:
