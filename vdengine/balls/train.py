@@ -1,7 +1,9 @@
 """Train a VideoUNet on procedural bouncing balls (``python -m vdengine.balls.train`` / ``vdengine train``).
 
-Recipe: uniform integer t, v-prediction (or ε) MSE (or VIDM's Charbonnier) loss, AdamW, gradient
-clipping, linear warmup then cosine (or constant) LR, EMA of the weights. Video LDM context
+Recipe: uniform integer t (optionally shared by --t-share clips, which computes each PosGN table
+once per draw), v-prediction (or ε) MSE (or VIDM's Charbonnier) loss, optionally Min-SNR-weighted,
+AdamW, gradient clipping, linear warmup then a cosine, warmup-stable-decay or constant LR that
+never rises on resume (capped where the run left off), EMA of the weights; optional bf16 autocast. Video LDM context
 conditioning: every clip gets a random mask of known frames — none, the first 1, 2 or 4 frames
 (continuation) or the first and last frame (keyframes/interpolation) — so one model generates and
 continues videos; class labels (number of balls) are dropped to the null class 10% of the time for
@@ -11,7 +13,8 @@ Run directory (``--run-dir``): ``checkpoint/`` (model.safetensors, ema.safetenso
 optimizer.safetensors with the RNG state, state.json with step/time/losses — no pickle anywhere),
 ``log.jsonl`` and, at the end, ``model/`` (the EMA weights as a loadable model directory). Re-running
 the same command resumes from the checkpoint; ``--steps`` and ``--time-limit`` are totals over all
-resumed invocations. SIGTERM / Ctrl-C save a checkpoint and export before exiting.
+resumed invocations. Checkpoints every --ckpt-every steps and --ckpt-minutes minutes; SIGTERM /
+Ctrl-C save a checkpoint and export before exiting.
 """
 
 from __future__ import annotations
