@@ -134,6 +134,8 @@ class Pipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         guidance_scale: float | None = None,
+        min_guidance_scale: float | None = None,
+        max_guidance_scale: float | None = None,
         long_video: Any = None,
         output: str | Path | None = None,
         output_type: str | None = None,
@@ -143,6 +145,7 @@ class Pipeline:
         progress: bool = True,
         eta: float | None = None,
         spacing: str | None = None,
+        decode_chunk_size: int = 16,
         **conditioning: Any,
     ) -> Video | Tensor | Path:
         """Sample `batch_size` videos of `num_frames` frames in `steps` denoiser evaluations.
@@ -155,6 +158,8 @@ class Pipeline:
                 neither is given). Same seed, same video, on any device.
             guidance_scale: classifier-free guidance towards the conditioning; conditional and
                 unconditional rows share one forward per step.
+            min_guidance_scale, max_guidance_scale: per-frame guidance instead, linear from the
+                first frame to the last (Stable Video Diffusion's pipeline does this).
             long_video: a strategy of vdengine.longvideo (Autoregressive(...), Sliding(...),
                 Keyframes(...), SharedNoise(...)) or its name ("sliding",
                 "autoregressive+shared_noise", ...). See docs/long_videos.md.
@@ -168,6 +173,7 @@ class Pipeline:
                 [B, C, F, H, W], see spec.layout) instead of drawing it.
             eta: DDIM's η (only samplers that use it accept it).
             spacing: timestep spacing ("trailing", "leading", ...; default: the pipeline's).
+            decode_chunk_size: frames the VAE decodes at once (models with a VAE).
             **conditioning: the model's conditioning inputs, e.g. ``label=2`` (an int or one per
                 video) for vdengine's models, or ``prompt_embeds=`` for diffusers models, and
                 their ``negative_...`` values for guidance.
@@ -189,6 +195,12 @@ class Pipeline:
         output_type = self._output_type(output_type, output)
         options = self._sampler_options(sampler, eta, spacing)
         gen = make_generator(seed, generator)
+        chunk = check_int("decode_chunk_size", decode_chunk_size, min=1)
+        frames = window if window is not None else num_frames  # sampled per window
+        guidance_scale = _guidance(guidance_scale, min_guidance_scale, max_guidance_scale,
+                                   frames)
+        if isinstance(guidance_scale, Tensor):
+            guidance_scale = guidance_scale.to(self.device)
         guided = guidance_scale is not None
         cond, uncond = conditioning_rows(self.model, batch_size, guided, conditioning,
                                          self.device)
@@ -197,7 +209,7 @@ class Pipeline:
                              guidance_scale=guidance_scale, generator=gen)
         if long_video is not None:
             return self._generate_long(loop, long_video, num_frames, batch_size, output,
-                                       output_type, latents, fps, upscale, progress)
+                                       output_type, latents, fps, upscale, progress, chunk)
         if window is not None and num_frames > window:
             raise ValueError(f"num_frames={num_frames} exceeds model {spec.name!r}'s window of "
                              f"{window} frames; long videos need long_video=... (a strategy "
@@ -208,10 +220,9 @@ class Pipeline:
             check_output_path(output)  # before sampling
         # A fixed-window model samples its whole window (what it was trained on) and the first
         # num_frames frames are kept; others sample exactly num_frames.
-        frames = window if window is not None else num_frames
         x = self._initial_noise(latents, batch_size, frames, gen)
         samples = loop.sample(x)[:, :num_frames]
-        result = self._finish(samples, output_type, fps)
+        result = self._finish(samples, output_type, fps, chunk)
         if output is not None:
             return result.save(output, upscale=upscale)
         return result
@@ -242,7 +253,8 @@ class Pipeline:
                 raise ValueError(f"eta applies only to samplers that use it (ddim), not "
                                  f"{sampler!r}")
             options["eta"] = eta
-        return {k: v for k, v in options.items() if k in params}
+        # The denoiser's spec gives the prediction type; a scheduler's options may repeat it.
+        return {k: v for k, v in options.items() if k in params and k != "prediction_type"}
 
     def initial_noise(self, batch_size: int = 1, num_frames: int | None = None, *,
                       seed: int | None = None, generator: torch.Generator | None = None
@@ -274,25 +286,26 @@ class Pipeline:
         x = latents if layout == "BFCHW" else latents.permute(0, 2, 1, 3, 4)
         return x.to(self.device, self.dtype)
 
-    def _to_frames(self, samples: Tensor) -> Tensor:
+    def _to_frames(self, samples: Tensor, chunk: int = 16) -> Tensor:
         """Samples [B, F, C, H, W] → float frames [B, F, 3, H', W'] in [−1, 1]."""
         if self.vae is None:
             return samples
         from vdengine.adapters.diffusers import decode_latents
 
-        return decode_latents(self.vae, samples)
+        return decode_latents(self.vae, samples, chunk)
 
-    def _finish(self, samples: Tensor, output_type: str, fps: float) -> Video | Tensor:
+    def _finish(self, samples: Tensor, output_type: str, fps: float, chunk: int
+                ) -> Video | Tensor:
         if output_type == "latent":
             return samples if self.spec.layout == "BFCHW" else samples.permute(0, 2, 1, 3, 4)
-        frames = self._to_frames(samples)
+        frames = self._to_frames(samples, chunk)
         if output_type == "pt":
             return ((frames.float() + 1) / 2).clamp(0, 1)
         return Video.from_tensor(frames.float().cpu(), fps=fps)
 
     def _generate_long(self, loop: GuidedSampler, long_video, num_frames: int,
                        batch_size: int, output, output_type: str, latents, fps, upscale,
-                       progress):
+                       progress, chunk: int):
         from vdengine import longvideo
 
         if latents is not None:
@@ -303,13 +316,30 @@ class Pipeline:
                              f"got {output_type!r}")
         strategy = longvideo.as_strategy(long_video).resolve(self.spec)
 
-        def decode(chunk: Tensor):
-            return Video.from_tensor(self._to_frames(chunk).float()).frames
+        def decode(latents_chunk: Tensor):
+            return Video.from_tensor(self._to_frames(latents_chunk, chunk).float()).frames
 
         chunks = longvideo.generate_chunks(
             loop, strategy, num_frames, batch_size, self.latent_shape(None),
             device=self.device, dtype=self.dtype, progress=progress, decode=decode)
         return longvideo.collect(chunks, output=output, fps=fps, upscale=upscale)
+
+
+def _guidance(scale, min_scale, max_scale, frames: int) -> float | Tensor | None:
+    """One guidance scale, or per-frame scales linspace(min, max, frames) as [frames]."""
+    from vdengine._validate import check_real
+
+    if min_scale is None and max_scale is None:
+        return None if scale is None else check_real("guidance_scale", scale)
+    if scale is not None:
+        raise ValueError("give guidance_scale= or min_guidance_scale=/max_guidance_scale=, "
+                         "not both")
+    if min_scale is None or max_scale is None:
+        raise ValueError("per-frame guidance needs both min_guidance_scale= and "
+                         "max_guidance_scale=")
+    lo = check_real("min_guidance_scale", min_scale)
+    hi = check_real("max_guidance_scale", max_scale)
+    return torch.linspace(lo, hi, frames)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -338,19 +368,57 @@ def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backe
     return _pipeline_for_denoiser(net, device, dtype, model, "torch")
 
 
+def _is_diffusers(model: Any) -> bool:
+    """A diffusers model instance, or a diffusers model / pipeline directory."""
+    if isinstance(model, torch.nn.Module):
+        return type(model).__module__.startswith("diffusers.")
+    if not isinstance(model, (str, os.PathLike)) or not Path(model).is_dir():
+        return False
+    d = Path(model)
+    return (d / "model_index.json").is_file() or (
+        (d / "config.json").is_file() and '"_class_name"' in (d / "config.json").read_text())
+
+
+def _load_diffusers(model: Any, scheduler: Any, vae: Any, device: torch.device,
+                    dtype: torch.dtype) -> Pipeline:
+    from vdengine.adapters.diffusers import load_diffusers
+    from vdengine.samplers import from_diffusers
+
+    denoiser, scheduler, vae = load_diffusers(model, scheduler, vae, device=device, dtype=dtype)
+    plan = from_diffusers(scheduler)
+    options = {k: v for k, v in plan.sampler_kwargs().items() if k != "prediction_type"}
+    return Pipeline(model=denoiser, schedule=plan.schedule, device=device, dtype=dtype,
+                    name=denoiser.spec.name, backend="diffusers", sampler=plan.sampler,
+                    sampler_options=options, vae=vae)
+
+
 def load(model: Any = "default", device: str | torch.device = "auto",
          dtype: str | torch.dtype | None = None, backend: str | None = None,
-         check_against: str | Path | None = None) -> Pipeline:
+         check_against: str | Path | None = None, scheduler: Any = None,
+         vae: Any = None) -> Pipeline:
     """Load a denoiser once, as a Pipeline to generate from.
 
     model: a shipped model's name (see `vdengine info`), a vdengine model directory, an exported
     graph file (".onnx": onnxruntime; ".engine"/".plan": TensorRT — the file alone is enough, it
     carries its config), or a module implementing vdengine.Denoiser (used as is, on its device).
+    It also takes a diffusers video UNet (``UNet3DConditionModel``, ``UNetMotionModel``,
+    ``UNetSpatioTemporalConditionModel``) as an instance, a model directory or a pipeline
+    directory (read offline), accelerated with vdengine's kernels (docs/diffusers.md);
+    ``scheduler=`` (a diffusers scheduler, its config or a path) and ``vae=`` apply to those.
     backend: overrides the runtime the graph's suffix picks ("onnxruntime", "tensorrt").
     check_against: a model directory an exported graph must match (config and weights).
-    Repeated calls with the same name/path and arguments return the same Pipeline (no reload).
+    Repeated calls with the same name/path and arguments return the same Pipeline (no reload;
+    diffusers models and modules are not cached).
     """
     dev = resolve_device(device)
+    if _is_diffusers(model):
+        if backend is not None or check_against is not None:
+            raise ValueError("backend= and check_against= apply to exported graph files, not "
+                             "to diffusers models")
+        return _load_diffusers(model, scheduler, vae, dev, resolve_dtype(dtype, dev))
+    if scheduler is not None or vae is not None:
+        raise ValueError("scheduler= and vae= apply to diffusers models (an instance or a "
+                         f"diffusers directory), not to {type(model).__name__} {model!r}")
     if isinstance(model, Denoiser):
         if backend is not None or check_against is not None:
             raise ValueError("backend= and check_against= apply to exported graph files, not "
@@ -376,11 +444,12 @@ def load(model: Any = "default", device: str | torch.device = "auto",
 
 def generate(model: Any = "default", *, device: str | torch.device = "auto",
              dtype: str | torch.dtype | None = None, backend: str | None = None,
-             check_against: str | Path | None = None, **kwargs: Any) -> Video | Tensor | Path:
-    """``load(model, device, dtype, backend, check_against).generate(**kwargs)``: see load()
-    and Pipeline.generate for the arguments."""
-    return load(model, device=device, dtype=dtype, backend=backend,
-                check_against=check_against).generate(**kwargs)
+             check_against: str | Path | None = None, scheduler: Any = None, vae: Any = None,
+             **kwargs: Any) -> Video | Tensor | Path:
+    """``load(model, device, dtype, backend, check_against, scheduler, vae).generate(**kwargs)``:
+    see load() and Pipeline.generate for the arguments."""
+    return load(model, device=device, dtype=dtype, backend=backend, check_against=check_against,
+                scheduler=scheduler, vae=vae).generate(**kwargs)
 
 
 __all__ = ["Pipeline", "generate", "load", "make_generator"]
