@@ -182,7 +182,8 @@ class Pipeline:
         """
         spec = self.spec
         window = spec.window
-        num_frames = (window or 16) if num_frames is None else num_frames
+        if num_frames is None:  # the window, the latents' frames, or 16
+            num_frames = window or _latent_frames(latents, spec.layout) or 16
         check_int("num_frames", num_frames, min=1)
         check_int("steps", steps, min=1)
         check_int("batch_size", batch_size, min=1)
@@ -210,9 +211,10 @@ class Pipeline:
         if long_video is not None:
             return self._generate_long(loop, long_video, num_frames, batch_size, output,
                                        output_type, latents, fps, upscale, progress, chunk)
-        if window is not None and num_frames > window:
+        limit = spec.frame_limit
+        if limit is not None and num_frames > limit:
             raise ValueError(f"num_frames={num_frames} exceeds model {spec.name!r}'s window of "
-                             f"{window} frames; long videos need long_video=... (a strategy "
+                             f"{limit} frames; long videos need long_video=... (a strategy "
                              "of vdengine.longvideo)")
         if output is not None:
             from vdengine.io import check_output_path
@@ -323,6 +325,12 @@ class Pipeline:
             loop, strategy, num_frames, batch_size, self.latent_shape(None),
             device=self.device, dtype=self.dtype, progress=progress, decode=decode)
         return longvideo.collect(chunks, output=output, fps=fps, upscale=upscale)
+
+
+def _latent_frames(latents: Any, layout: str) -> int | None:
+    if not isinstance(latents, Tensor) or latents.dim() != 5:
+        return None
+    return int(latents.shape[1] if layout == "BFCHW" else latents.shape[2])
 
 
 def _guidance(scale, min_scale, max_scale, frames: int) -> float | Tensor | None:

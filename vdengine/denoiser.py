@@ -39,7 +39,10 @@ class DenoiserSpec:
         channels: C, channels of the noisy input x (and of the prediction).
         sample_size: (H, W) of x, or None when any size the model accepts works (then
             ``generate(height=, width=)`` must give it).
-        window: frames per forward the model was trained on, or None for any number.
+        window: frames per forward the model was trained on and always samples (a shorter
+            video is the prefix of a full window), or None for any number.
+        max_frames: the most frames one forward can take when ``window`` is None (e.g.
+            AnimateDiff's 32-entry position table), or None for no limit.
         prediction_type: what the model predicts: "epsilon", "v_prediction" or "sample".
         schedule: the discrete noise schedule it was trained with.
         layout: "BFCHW" or "BCFHW": the model's native latent layout (see the module docstring).
@@ -59,6 +62,7 @@ class DenoiserSpec:
     prediction_type: str
     schedule: NoiseSchedule
     layout: str = "BFCHW"
+    max_frames: int | None = None
     conditioning: tuple[str, ...] = ()
     null_conditioning: Mapping[str, Any] = field(default_factory=dict)
     context: bool = False
@@ -75,6 +79,13 @@ class DenoiserSpec:
                             f"got {type(self.schedule).__name__}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1 or None, got {self.window}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
+
+    @property
+    def frame_limit(self) -> int | None:
+        """The most frames one forward takes (window, else max_frames), None: no limit."""
+        return self.window if self.window is not None else self.max_frames
 
 
 @runtime_checkable

@@ -252,7 +252,7 @@ def _check_window(strategy) -> None:
 
 
 def _resolve_window(strategy, spec: DenoiserSpec):
-    model_window = spec.window
+    model_window = spec.frame_limit
     L = strategy.window if strategy.window is not None else model_window
     if L is None:
         raise ValueError(f"{type(strategy).__name__}.window is required: model {spec.name!r} "
