@@ -13,10 +13,11 @@ one video = the model's window of frames, no guidance:
   ref+sampler  the same pipeline with the model on its reference (pure PyTorch) ops
   diffusers    the model on its reference ops driven by diffusers' DDIMScheduler in the loop a
                user would write: for t in timesteps: x = sched.step(model(x, t), t, x).prev_sample
-  onnxruntime  vdengine.generate, onnxruntime backend: the exported ONNX graph on the CPU
-               provider (torch's thread count), I/O-bound to the sampler's tensors
+  onnxruntime  vdengine.load(the exported .onnx file).generate: the ONNX graph in onnxruntime
+               on the CPU provider (torch's thread count), I/O-bound to the sampler's tensors
 
-Each column generates the same videos; "max px diff" is the largest uint8 difference from the
+Each column starts from the same initial noise (drawn once from --seed, passed as latents=) and
+generates the same videos; "max px diff" is the largest uint8 difference from the
 fused column's videos, "fused speedup" the column's time over the fused column's. Timing: warmup calls, then repeats interleaved across the columns (fused,
 ref+sampler, diffusers, onnxruntime, fused, ...) so drift on a shared machine hits them alike;
 each time is the median of the repeats, from the initial noise to the uint8 frames on the host.
@@ -73,11 +74,14 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
     """One zero-argument callable per column, each returning the generated videos."""
     spacing = "trailing"
     fused = vdengine.load(model, device="cpu")
-    cfg = fused.config
     ref_net = load_model(model, device="cpu").set_ops("reference").eval()
+    cfg = ref_net.config
     ref = Pipeline(model=ref_net, schedule=fused.schedule, device=fused.device,
                    dtype=fused.dtype, name=fused.name)
-    kw = {"num_frames": cfg.window, "steps": steps, "batch_size": batch, "seed": seed,
+    # One initial noise for every column: the draw generate() would make from `seed`.
+    noise = torch.randn((batch, cfg.window, *fused.latent_shape(None)),
+                        generator=torch.Generator().manual_seed(seed))
+    kw = {"num_frames": cfg.window, "steps": steps, "batch_size": batch, "latents": noise,
           "progress": False, "spacing": spacing}
     runs: dict[str, Callable[[], Video]] = {}
     info: dict = {}
@@ -97,8 +101,7 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
 
         @torch.inference_mode()
         def run_diffusers() -> Video:
-            gen = torch.Generator().manual_seed(seed)
-            x = fused.initial_noise(batch, cfg.window, gen)  # the same noise as generate()
+            x = noise.clone()
             for t in sched.timesteps:
                 out = ref_net(x, t.float().reshape(1))
                 x = sched.step(out, t, x, eta=0.0).prev_sample
@@ -106,7 +109,7 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
 
         runs["diffusers"] = run_diffusers
     if "onnxruntime" in columns:
-        ort_pipe = vdengine.load(model, device="cpu", backend="onnxruntime", onnx=onnx_path)
+        ort_pipe = vdengine.load(onnx_path, device="cpu")  # the runtime its suffix picks
         runs["onnxruntime"] = lambda: ort_pipe.generate(**kw)
     return runs, info
 

@@ -3,13 +3,19 @@
     PYTHONPATH=. python benchmarks/longvideo.py                 # 4 strategies x 32, 64, 256, 1024
     PYTHONPATH=. python benchmarks/longvideo.py --quick         # 32 and 128 frames, 4 steps
     PYTHONPATH=. python benchmarks/longvideo.py --json benchmarks/results/longvideo-cpu.json
+    PYTHONPATH=. python benchmarks/longvideo.py \
+        --strategies "autoregressive(context_guidance=2), sliding(stride=4)+shared_noise(lam=0.3)"
+
+--strategies takes strategies in the text form of generate(long_video=...) and the CLI's
+--long-video (vdengine.longvideo.as_strategy), comma-separated; their settings go inside.
 
 Each (strategy, length) runs in a fresh subprocess, so peaks never mix. In it: load the model,
 warm up with one window, reset the peak (Linux /proc/self/clear_refs, else the lifetime peak
 ru_maxrss is reported), then generate exactly as `generate(..., output="x.mp4")` does: chunks
 from vdengine.longvideo.generate_chunks streamed into a VideoWriter mp4 and released. A copy of
 each chunk goes to a raw file on disk (not memory) for the quality measurements, which run after
-the peak has been read.
+the peak has been read. The sampling loop is built as Pipeline.generate builds it
+(vdengine.sampling.GuidedSampler with the conditioning rows of vdengine.denoiser).
 
 Columns:
 - evals/frame: denoiser frame-evaluations (rows x frames of every forward) per output frame.
@@ -17,9 +23,13 @@ Columns:
 - peak MB: peak RSS during generation (CPU) or torch.cuda.max_memory_allocated (CUDA);
   peak ratio: versus the same strategy's run at two windows (32 frames for a 16-frame model).
 - permanence .. background: vdengine.balls.metrics.evaluate over the whole video.
+- boundaries: window boundaries per video (vdengine.longvideo.boundaries: frames f whose pair
+  (f − 1, f) comes from two different windows); the diff ratio rests on all of them (× videos).
+- seam bnd.: the boundaries (summed over videos) where at least one ball is measurable on both
+  sides: what the seam ratio rests on. A ratio resting on 0-2 boundaries is anecdotal.
 - seam ratio: mean ball-centroid jump (px) between consecutive frames from two different
-  windows (vdengine.longvideo.boundaries) divided by the mean jump inside windows; 1 = no
-  visible seam. Per colour, pairs where its blob is present and touches no other in both frames.
+  windows divided by the mean jump inside windows; 1 = no visible seam. Per colour, pairs where
+  its blob is present and touches no other in both frames.
 - diff ratio: the same ratio for the mean absolute frame difference (no ball detection needed).
 
 Timings are taken side by side on one machine; the JSON records the device, versions and commit.
@@ -40,6 +50,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STRATEGIES = ("autoregressive", "shared_noise", "sliding", "keyframes")
+#: Settings recorded in each row (None where the strategy has no such setting).
+SETTINGS = ("window", "context_frames", "context_guidance", "stride", "noise_lambda",
+            "window_batch", "blend")
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -77,7 +90,9 @@ def seam_measure(frames, boundaries: list[int]) -> dict:
     """How much more the video changes across window boundaries than inside windows.
 
     frames: uint8 [B, F, H, W, 3]; boundaries: frames f whose pair (f − 1, f) crosses windows.
-    Two measures, each as (mean at boundary pairs, mean at the other pairs, their ratio):
+    Two measures, each as (mean at boundary pairs, mean at the other pairs, their ratio), and
+    how many boundaries they rest on (``boundaries`` per video; ``seam_boundaries``: the
+    (video, boundary) pairs with a clean centroid pair, the samples of the centroid ratio):
     - centroid jump (px): per palette colour whose largest blob is present and touches no other
       colour in both frames (a local track: no whole-video ball identity is needed);
     - frame difference: mean |frame_f − frame_{f−1}| over pixels and channels (0..255).
@@ -106,7 +121,9 @@ def seam_measure(frames, boundaries: list[int]) -> dict:
     def ratio(a, b):
         return a / b if b > 0 else math.nan  # NaN propagates from empty means
 
-    out = {"boundary_jump": mean(jb), "inside_jump": mean(ji), "boundary_pairs": int(jb.size),
+    measured = (pair & is_b[None, :, None]).any(axis=2)  # [B, F − 1]: a clean pair at a boundary
+    out = {"boundaries": int(is_b.sum()), "seam_boundaries": int(measured.sum()),
+           "boundary_jump": mean(jb), "inside_jump": mean(ji), "boundary_pairs": int(jb.size),
            "inside_pairs": int(ji.size), "boundary_diff": mean(db), "inside_diff": mean(di)}
     out["seam_ratio"] = ratio(out["boundary_jump"], out["inside_jump"])
     out["diff_ratio"] = ratio(out["boundary_diff"], out["inside_diff"])
@@ -122,31 +139,41 @@ def worker(spec: dict) -> dict:
     import vdengine
     from vdengine import longvideo as lv
     from vdengine.balls.metrics import evaluate
+    from vdengine.denoiser import conditioning_rows
     from vdengine.io import VideoWriter
+    from vdengine.sampling import GuidedSampler
 
     pipe = vdengine.load(spec["model"], device=spec["device"])
-    opts = lv.LongVideoOptions.resolve(spec["strategy"], pipe.config, **spec["options"])
-    labels = None
-    if spec["label"] is not None:
-        labels = torch.full((spec["batch"],), spec["label"], dtype=torch.long,
-                            device=pipe.device)
-    kw = {"steps": spec["steps"], "sampler": spec["sampler"], "batch_size": spec["batch"],
-          "labels": labels, "guidance_scale": spec["guidance"]}
+    strategy = lv.as_strategy(spec["strategy"]).resolve(pipe.spec)
+    b, n = spec["batch"], spec["frames"]
+    conditioning = {} if spec["label"] is None else {"label": spec["label"]}
     cuda = pipe.device.type == "cuda"
-    for _ in lv.generate_chunks(pipe, opts.window, opts, seed=12345, **kw):  # warm-up
+
+    def chunks(num_frames: int, seed: int):
+        """Sampled as Pipeline.generate samples (its GuidedSampler), chunk by chunk."""
+        guided = spec["guidance"] is not None
+        cond, uncond = conditioning_rows(pipe.model, b, guided, conditioning, pipe.device)
+        loop = GuidedSampler(pipe.model, pipe.schedule, steps=spec["steps"],
+                             sampler=spec["sampler"], sampler_options=dict(pipe.sampler_options),
+                             cond=cond, uncond=uncond, guidance_scale=spec["guidance"],
+                             generator=torch.Generator().manual_seed(seed))
+        it = lv.generate_chunks(loop, strategy, num_frames, b, pipe.latent_shape(None),
+                                device=pipe.device, dtype=pipe.dtype)
+        return loop.stats, it
+
+    for _ in chunks(strategy.window, 12345)[1]:  # warm-up
         pass
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     reset = _reset_peak_rss()
     rss_before = _status_kb("VmRSS")
-    stats = lv.LongVideoStats()
-    n = spec["frames"]
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "frames.u8"
         start = time.perf_counter()
+        stats, it = chunks(n, spec["seed"])
         with open(raw_path, "wb") as raw, VideoWriter(Path(tmp) / "v.mp4", fps=8) as writer:
-            for chunk in lv.generate_chunks(pipe, n, opts, seed=spec["seed"], stats=stats, **kw):
+            for chunk in it:
                 writer.write(chunk)
                 raw.write(chunk.swapaxes(0, 1).tobytes())  # frame-major [n, B, H, W, 3]
                 shape = chunk.shape
@@ -159,14 +186,10 @@ def worker(spec: dict) -> dict:
     frames = np.ascontiguousarray(frames.swapaxes(0, 1))  # [B, N, H, W, 3]
     quality = evaluate(frames)
     quality.pop("per_video")
-    seams = seam_measure(frames, lv.boundaries(opts, n))
-    b = spec["batch"]
+    seams = seam_measure(frames, lv.boundaries(strategy, n))
     return {
-        "strategy": opts.name, "frames": n, "batch": b, "steps": spec["steps"],
-        "window": opts.window, "context_frames": opts.context_frames,
-        "context_guidance": opts.context_guidance, "stride": opts.stride,
-        "noise_lambda": opts.noise_lambda, "window_batch": opts.window_batch,
-        "blend": opts.blend if opts.strategy == "sliding" else None,
+        "strategy": strategy.label, "long_video": spec["strategy"], "frames": n, "batch": b,
+        "steps": spec["steps"], **{k: getattr(strategy, k, None) for k in SETTINGS},
         "frame_evals_per_frame": stats.frame_evals / (b * n),
         "forwards": stats.forwards, "max_rows": max(stats.rows), "windows": stats.windows,
         "wall_s": wall, "wall_s_per_frame": wall / n,
@@ -201,12 +224,13 @@ def _fmt(v, digits=3) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    cols = [("strategy", "strategy", None), ("frames", "frames", None),
+    cols = [("long_video", "long_video", None), ("frames", "frames", None),
             ("evals/frame", "frame_evals_per_frame", 1), ("s/frame", "wall_s_per_frame", 4),
             ("peak MB", "peak_mb", 0), ("peak ratio", "peak_ratio", 2),
             ("permanence", "permanence_rate", 2), ("count cons.", "count_consistency_rate", 2),
             ("smooth", "smoothness", 3), ("speed", "speed", 2), ("purity", "purity", 3),
             ("jump in", "inside_jump", 2), ("jump seam", "boundary_jump", 2),
+            ("boundaries", "boundaries", None), ("seam bnd.", "seam_boundaries", None),
             ("seam ratio", "seam_ratio", 2), ("diff ratio", "diff_ratio", 2)]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |",
              "|" + "|".join("---" for _ in cols) + "|"]
@@ -216,12 +240,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def split_strategies(text: str) -> list[str]:
+    """'a(x=1, y=2), b' → ['a(x=1, y=2)', 'b']: commas inside parentheses are settings."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="default")
     p.add_argument("--device", default="cpu")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                   help="comma-separated; combos as autoregressive+shared_noise")
+                   help="comma-separated, in the text form of long_video= (settings inside, "
+                        "e.g. 'sliding(stride=4, blend=uniform)+shared_noise(lam=0.3)')")
     p.add_argument("--lengths", default=None, help="frames, comma-separated "
                    "(default 2 windows, 64, 256, 1024; --quick: 2 windows, 128)")
     p.add_argument("--steps", type=int, default=None, help="default 8 (--quick: 4)")
@@ -230,11 +267,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--context-guidance", type=float, default=None)
-    p.add_argument("--context-frames", type=int, default=None)
-    p.add_argument("--stride", type=int, default=None)
-    p.add_argument("--window-batch", type=int, default=None)
-    p.add_argument("--blend", default=None, help="sliding: triangular (default) or uniform")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--quick", action="store_true", help="short lengths, 4 steps: a smoke run")
     p.add_argument("--json", help="write the rows and the environment here")
@@ -246,34 +278,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
+    from vdengine.longvideo import as_strategy
     from vdengine.models.loading import load_config, resolve_model_dir
 
     window = load_config(resolve_model_dir(args.model)).window
+    strategies = split_strategies(args.strategies)
+    for text in strategies:
+        as_strategy(text)  # a bad strategy fails here, not in the first worker
     if args.lengths:
         lengths = [int(v) for v in args.lengths.split(",")]
     else:
         lengths = [2 * window, 128] if args.quick else [2 * window, 64, 256, 1024]
     steps = args.steps or (4 if args.quick else 8)
     rows = []
-    for strategy in args.strategies.split(","):
-        options = {}
-        ctx = strategy.split("+")[0] in ("autoregressive", "keyframes")
-        if ctx and args.context_guidance is not None:
-            options["context_guidance"] = args.context_guidance
-        if ctx and args.context_frames is not None:
-            options["context_frames"] = args.context_frames
-        if strategy.startswith("sliding") and args.stride is not None:
-            options["stride"] = args.stride
-        if strategy.startswith("sliding") and args.blend is not None:
-            options["blend"] = args.blend
-        if args.window_batch is not None and strategy.split("+")[0] in ("sliding", "keyframes"):
-            options["window_batch"] = args.window_batch
+    for strategy in strategies:
         base_peak = None
         for n in lengths:
             spec = {"model": args.model, "device": args.device, "strategy": strategy,
                     "frames": n, "steps": steps, "sampler": args.sampler, "batch": args.batch,
                     "seed": args.seed, "label": args.label, "guidance": args.guidance,
-                    "options": options, "threads": args.threads}
+                    "threads": args.threads}
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
                                   capture_output=True, text=True, env=env, check=False)
@@ -286,10 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                 base_peak = row["peak_mb"]
             row["peak_ratio"] = row["peak_mb"] / base_peak
             rows.append(row)
-            print(f"{row['strategy']:>28} {n:5d} frames: {row['frame_evals_per_frame']:.1f} "
+            print(f"{row['long_video']:>28} {n:5d} frames: {row['frame_evals_per_frame']:.1f} "
                   f"evals/frame, {row['wall_s_per_frame']:.4f} s/frame, "
                   f"peak {row['peak_mb']:.0f} MB (x{row['peak_ratio']:.2f}), "
-                  f"seam ratio {row['seam_ratio']:.2f}, diff ratio {row['diff_ratio']:.2f}",
+                  f"seam ratio {row['seam_ratio']:.2f} ({row['seam_boundaries']} of "
+                  f"{row['boundaries'] * row['batch']} boundaries), "
+                  f"diff ratio {row['diff_ratio']:.2f}",
                   file=sys.stderr, flush=True)
     print(table(rows))
     if args.json:

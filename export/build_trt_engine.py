@@ -12,7 +12,7 @@ guidance), dynamic frames span --min-frames (default: the window)..window with o
 After a successful build it writes <engine>.json, the ONNX metadata that
 vdengine's tensorrt backend reads (an engine does not carry it):
 
-    vdengine.generate(backend="tensorrt", onnx="model.plan", device="cuda")
+    vdengine.runtime.load_graph("model.plan", "cuda")      # or vdengine.load("model.plan")
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ try:
     import vdengine  # noqa: F401
 except ImportError:  # run from a checkout without `pip install`
     sys.path.insert(0, str(REPO))
-from vdengine.export import read_metadata, trtexec_command
-from vdengine.runtime.tensorrt_backend import metadata_path
+from vdengine.export import trtexec_command
+from vdengine.runtime.contract import metadata_path, read_metadata
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,9 @@
   with a rebuild hint. A broken build must fail the suite, never turn it into skips.
 - ``@pytest.mark.cuda`` marks tests that need a GPU: skipped when torch sees no CUDA device. With
   a GPU present they run, and fail if vdengine._C_cuda was not built (rebuild with nvcc on PATH).
+- Skip guard: the one allowed skip is ``CUDA_SKIP_REASON`` (a GPU test on a machine without one).
+  Any other skip (``pytest.skip``, ``skipif``, ``importorskip``, a module-level skip) and any
+  ``xfail`` turns into a failure, so a missing dependency or a broken kernel cannot pass for a skip.
 - Hypothesis runs a bounded number of examples without deadlines (CI machines are small and
   shared); HYPOTHESIS_PROFILE=thorough raises the budget locally.
 - Fixtures: ``gen`` (a seeded torch.Generator), ``poison_outputs`` (op outputs pre-filled with NaN,
@@ -17,6 +20,11 @@ import os
 
 import pytest
 import torch
+
+pytest_plugins = ["pytester"]  # tests/test_skip_guard.py runs the guard below on small suites
+
+#: The only reason a test may skip: it needs a GPU and torch sees none.
+CUDA_SKIP_REASON = "needs a CUDA GPU (torch.cuda.is_available() is False)"
 
 try:
     from hypothesis import HealthCheck, settings
@@ -49,10 +57,51 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# ---- skip guard ----------------------------------------------------------------------------------
+
+
+def _forbidden(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """Why this report must fail instead of skipping (None when it is allowed to stand)."""
+    if hasattr(report, "wasxfail"):  # xfailed, or xpassed without strict
+        return f"xfail is not allowed (reason: {report.wasxfail or 'none given'})"
+    if not report.skipped:
+        return None
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if reason == CUDA_SKIP_REASON:
+        return None
+    return f"skip not allowed (the only allowed reason is {CUDA_SKIP_REASON!r}): {reason}"
+
+
+def _fail_forbidden(report: pytest.TestReport | pytest.CollectReport) -> None:
+    why = _forbidden(report)
+    if why is not None:
+        report.outcome = "failed"
+        report.longrepr = f"{report.nodeid}: {why}"
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    _fail_forbidden(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    outcome = yield  # a module-level skip or importorskip skips the whole file at collection
+    _fail_forbidden(outcome.get_result())
+
+
+# ---- fixtures -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -85,5 +134,5 @@ def poison_outputs():
 @pytest.fixture
 def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
+        pytest.skip(CUDA_SKIP_REASON)
     return torch.device("cuda", torch.cuda.current_device())

@@ -9,6 +9,7 @@ import subprocess
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vdengine import io as vio
@@ -286,36 +287,36 @@ def test_directory_not_writable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf")])
 def test_bad_fps(tmp_path, fps):
-    with pytest.raises(ValueError, match=r"^fps: "):
+    with pytest.raises(ValueError, match=r"^fps must be "):
         VideoWriter(tmp_path / "a.mp4", fps=fps)
 
 
 @pytest.mark.parametrize("fps", ["8", None, True])
 def test_fps_wrong_type(tmp_path, fps):
-    with pytest.raises(TypeError, match=r"^fps: "):
+    with pytest.raises(TypeError, match=r"^fps must be "):
         VideoWriter(tmp_path / "a.mp4", fps=fps)
 
 
 @pytest.mark.parametrize(("upscale", "exc"), [(0, ValueError), (-2, ValueError), (1.5, TypeError)])
 def test_bad_upscale(tmp_path, upscale, exc):
-    with pytest.raises(exc, match=r"^upscale: "):
+    with pytest.raises(exc, match=r"^upscale must be "):
         VideoWriter(tmp_path / "a.mp4", upscale=upscale)
 
 
 def test_bad_crf(tmp_path):
-    with pytest.raises(ValueError, match=r"^crf: "):
+    with pytest.raises(ValueError, match=r"^crf must be in \[0, 51\], got 60"):
         VideoWriter(tmp_path / "a.mp4", crf=60)
 
 
 @pytest.mark.parametrize(
     ("frames", "pattern"),
     [
-        (np.zeros((2, 8, 8, 3), np.float32), r"^frames: expected dtype uint8"),
-        (np.zeros((8, 8, 3), np.uint8), r"^frames: expected rank 4 .* or rank 5"),
-        (np.zeros((1, 1, 2, 8, 8, 3), np.uint8), r"^frames: expected rank 4"),
-        (np.zeros((2, 8, 8, 4), np.uint8), r"^frames: expected 3 channels"),
-        (np.zeros((2, 3, 8, 8), np.uint8), r"^frames: expected 3 channels"),
-        (np.zeros((0, 8, 8, 3), np.uint8), r"^frames: every dimension must be non-empty"),
+        (np.zeros((2, 8, 8, 3), np.float32), r"^frames must have dtype uint8"),
+        (np.zeros((8, 8, 3), np.uint8), r"^frames must have shape \[F, H, W, 3\] or \[B, F, H, W, 3\]"),
+        (np.zeros((1, 1, 2, 8, 8, 3), np.uint8), r"^frames must have shape"),
+        (np.zeros((2, 8, 8, 4), np.uint8), r"^frames must have shape .*RGB last"),
+        (np.zeros((2, 3, 8, 8), np.uint8), r"^frames must have shape .*RGB last"),
+        (np.zeros((0, 8, 8, 3), np.uint8), r"^frames must have no empty dimension"),
     ],
 )
 def test_bad_frames(tmp_path, frames, pattern):
@@ -329,7 +330,6 @@ def test_bad_frames(tmp_path, frames, pattern):
 
 
 def test_frames_not_an_array(tmp_path):
-    torch = pytest.importorskip("torch")
-    with pytest.raises(TypeError, match=r"^frames: expected a numpy uint8 array.*from_tensor"):
+    with pytest.raises(TypeError, match=r"^frames must be a numpy uint8 array.*from_tensor"):
         save_video(torch.zeros(2, 8, 8, 3, dtype=torch.uint8), tmp_path / "a.mp4")
     assert _listing(tmp_path) == []

@@ -90,11 +90,11 @@ def test_getitem_selects_videos():
 @pytest.mark.parametrize(
     ("frames", "fps", "exc", "pattern"),
     [
-        (np.zeros((1, 2, 4, 4, 3), np.float32), 8, ValueError, r"^frames: expected dtype uint8"),
-        (np.zeros((1, 2, 4, 4), np.uint8), 8, ValueError, r"^frames: expected shape"),
-        ([[0]], 8, TypeError, r"^frames: expected a numpy uint8 array"),
-        (np.zeros((1, 2, 4, 4, 3), np.uint8), 0, ValueError, r"^fps: "),
-        (np.zeros((1, 2, 4, 4, 3), np.uint8), "8", TypeError, r"^fps: "),
+        (np.zeros((1, 2, 4, 4, 3), np.float32), 8, ValueError, r"^frames must have dtype uint8"),
+        (np.zeros((1, 2, 4, 4), np.uint8), 8, ValueError, r"^frames must have shape"),
+        ([[0]], 8, TypeError, r"^frames must be a numpy uint8 array"),
+        (np.zeros((1, 2, 4, 4, 3), np.uint8), 0, ValueError, r"^fps must be "),
+        (np.zeros((1, 2, 4, 4, 3), np.uint8), "8", TypeError, r"^fps must be "),
     ],
 )
 def test_validation(frames, fps, exc, pattern):

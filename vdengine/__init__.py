@@ -12,7 +12,9 @@ __version__ = "0.1.0"
 
 # The pipeline API pulls in models, samplers and video I/O: imported on first use.
 _LAZY = {"Pipeline": "vdengine.api", "generate": "vdengine.api", "load": "vdengine.api",
-         "Video": "vdengine.video", "export_onnx": "vdengine.export"}
+         "Video": "vdengine.video", "export_onnx": "vdengine.export",
+         "Denoiser": "vdengine.denoiser", "DenoiserSpec": "vdengine.denoiser",
+         "generate_many": "vdengine.distributed.batch"}
 
 
 def __getattr__(name: str):
@@ -24,12 +26,15 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Denoiser",
+    "DenoiserSpec",
     "Pipeline",
     "Video",
     "__version__",
     "build_info",
     "export_onnx",
     "generate",
+    "generate_many",
     "load",
     "ops",
 ]

@@ -3,40 +3,46 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 
-from vdengine.models import VideoUNet
+from vdengine._validate import check_int
+from vdengine.denoiser import Denoiser, DenoiserSpec, conditioning_rows
 from vdengine.ops import _native
-from vdengine.runtime import check_backend, load_denoiser
-from vdengine.samplers import SAMPLERS, get_sampler
+from vdengine.runtime import GRAPH_SUFFIXES
+from vdengine.samplers import SAMPLERS
+from vdengine.sampling import GuidedSampler
 from vdengine.schedules import NoiseSchedule
 from vdengine.video import Video
 
 DEFAULT_FPS = 8
+DEFAULT_UPSCALE = 1
+OUTPUT_TYPES = ("np", "pt", "latent")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' picks CUDA when a GPU and vdengine's CUDA kernels are both there, else the CPU."""
+    """'auto' picks CUDA when torch sees a GPU and vdengine's CUDA kernels load, else the CPU."""
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
         raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
     if device == "auto":
-        use_cuda = torch.cuda.is_available() and _native.cuda_available()
+        use_cuda = torch.cuda.device_count() >= 1 and _native.cuda_available()
         return torch.device("cuda" if use_cuda else "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    if dev.type == "cuda" and torch.cuda.device_count() < 1:
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
     return dev
 
 
@@ -57,219 +63,401 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return dtype
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The call's CPU generator: `generator` as given, or a new one seeded with `seed` (0 when
+    neither is given). Noise is drawn on the CPU so a seed gives the same video on any device."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("give seed= or generator=, not both")
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise TypeError("generator must be a CPU torch.Generator (noise is drawn on the CPU "
+                            "so a seed gives the same video on every device)")
+        return generator
+    seed = 0 if seed is None else check_int("seed", seed, min=0)
+    return torch.Generator().manual_seed(seed)
 
 
 @dataclass
 class Pipeline:
-    """A loaded denoiser with its noise schedule, reusable across generate() calls."""
+    """A loaded denoiser with its noise schedule and sampler defaults, reused across calls.
 
-    model: VideoUNet  # or a vdengine.runtime graph denoiser: the same call and .config
+    Attributes:
+        model: the denoiser (vdengine.Denoiser: VideoUNet, a diffusers adapter, an exported
+            graph, or a user module).
+        schedule: the noise schedule it was trained with.
+        sampler: the default sampler (a diffusers scheduler's class decides it for its models).
+        sampler_options: default keywords of the sampler (e.g. the timestep spacing).
+        vae: a decoder of latents to frames, or None (a 3-channel denoiser is pixel space).
+    """
+
+    model: Denoiser
     schedule: NoiseSchedule
     device: torch.device
     dtype: torch.dtype
     name: str
-    backend: str = "torch"  # which runtime runs `model` (vdengine.runtime.BACKENDS)
+    backend: str = "torch"
+    sampler: str = "ddim"
+    sampler_options: dict[str, Any] = field(default_factory=lambda: {"spacing": "trailing"})
+    vae: Any = None
 
     @property
-    def config(self):
-        return self.model.config
+    def spec(self) -> DenoiserSpec:
+        return self.model.spec
 
     @property
-    def window(self) -> int:
-        """Frames the denoiser sees at once."""
-        return self.model.config.window
+    def window(self) -> int | None:
+        """Frames the denoiser sees at once (None: any number)."""
+        return self.spec.window
 
-    def _labels(self, label, batch_size: int) -> torch.Tensor | None:
-        num_classes = self.config.num_classes
-        if label is None:
-            return None
-        if num_classes == 0:
-            raise ValueError(f"label was given but model {self.name!r} is unconditional")
-        labels = [label] * batch_size if isinstance(label, int) else list(label)
-        if len(labels) != batch_size:
-            raise ValueError(f"label must be an int or {batch_size} ints (one per video), "
-                             f"got {len(labels)}")
-        for value in labels:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
-                raise ValueError(f"label must be in [0, {num_classes}), got {value!r}")
-        return torch.tensor(labels, dtype=torch.long, device=self.device)
+    @property
+    def pixel_space(self) -> bool:
+        """True when samples are frames themselves (no VAE, 3 channels)."""
+        return self.vae is None and self.spec.channels == 3
 
-    def denoiser(self, labels: torch.Tensor | None, guidance_scale: float | None):
-        """The model callable the samplers drive, with the conditioning stacked for guidance."""
-        null = self.config.num_classes
-        if guidance_scale is not None:
-            # One forward for both halves: [uncond; cond] on the batch axis.
-            labels = torch.cat([torch.full_like(labels, null), labels])
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            # Every row shares the step's timestep: pass one value so the model builds its
-            # PosGN tables once ([F] rows, broadcast over videos and guidance halves).
-            return self.model(x, t[:1], label=labels)
-
-        return denoise
-
-    def initial_noise(self, batch_size: int, num_frames: int, generator: torch.Generator):
-        """Seeded noise drawn on the CPU so the same seed gives the same video on every device."""
-        c = self.config
-        shape = (batch_size, num_frames, c.channels, c.image_size, c.image_size)
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        return noise.to(self.device, self.dtype)
+    def latent_shape(self, latents: Tensor | None) -> tuple[int, int, int]:
+        """(C, H, W) of one latent frame."""
+        spec = self.spec
+        if spec.sample_size is None:
+            if latents is None:
+                raise ValueError(f"model {spec.name!r} has no fixed sample size: pass latents=")
+            return tuple(latents.shape[2:]) if spec.layout == "BFCHW" else (
+                latents.shape[1], *latents.shape[3:])
+        return (spec.channels, *spec.sample_size)
 
     @torch.inference_mode()
     def generate(
         self,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         steps: int = 8,
-        sampler: str = "ddim",
+        sampler: str | None = None,
         batch_size: int = 1,
-        seed: int = 0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
         guidance_scale: float | None = None,
-        label: int | Sequence[int] | None = None,
-        progress: bool = True,
-        eta: float = 0.0,
-        spacing: str = "trailing",
-        fps: int = DEFAULT_FPS,
-        long_video: str | None = None,
+        min_guidance_scale: float | None = None,
+        max_guidance_scale: float | None = None,
+        long_video: Any = None,
         output: str | Path | None = None,
-        upscale: int = 1,
-        context_frames: int | None = None,
-        context_guidance: float | None = None,
-        window: int | None = None,
-        stride: int | None = None,
-        shared_noise_lambda: float | None = None,
-        window_batch: int | None = None,
-        blend: str | None = None,
-    ) -> Video | Path:
+        output_type: str | None = None,
+        latents: Tensor | None = None,
+        fps: float = DEFAULT_FPS,
+        upscale: int = DEFAULT_UPSCALE,
+        progress: bool = True,
+        eta: float | None = None,
+        spacing: str | None = None,
+        decode_chunk_size: int = 16,
+        **conditioning: Any,
+    ) -> Video | Tensor | Path:
         """Sample `batch_size` videos of `num_frames` frames in `steps` denoiser evaluations.
 
-        Returns a Video whose frames are uint8 [batch_size, num_frames, H, W, 3], or, with
-        `output` (.mp4/.gif/.png, `upscale`d), the written Path.
+        Args:
+            num_frames: frames per video (default: the model's window, or 16). Beyond the
+                window, a `long_video` strategy is needed.
+            sampler: "ddim", "dpmpp_2m", "ddpm", ... (default: the pipeline's).
+            seed / generator: the random draws (a seed, or a CPU torch.Generator; seed 0 when
+                neither is given). Same seed, same video, on any device.
+            guidance_scale: classifier-free guidance towards the conditioning; conditional and
+                unconditional rows share one forward per step.
+            min_guidance_scale, max_guidance_scale: per-frame guidance instead, linear from the
+                first frame to the last (Stable Video Diffusion's pipeline does this).
+            long_video: a strategy of vdengine.longvideo (Autoregressive(...), Sliding(...),
+                Keyframes(...), SharedNoise(...)) or its name ("sliding",
+                "autoregressive+shared_noise", ...). See docs/long_videos.md.
+            output: write the video to this .mp4/.gif/.png (streamed window by window for long
+                videos; temporary name, renamed when complete) and return its Path.
+            output_type: "np" (a Video of uint8 frames; the default when samples can be turned
+                into frames), "pt" (float frames [B, F, 3, H, W] in [0, 1]) or "latent" (the
+                samples in the model's native layout; the default without a VAE for latent
+                models).
+            latents: the initial noise in the model's native layout ([B, F, C, H, W] or
+                [B, C, F, H, W], see spec.layout) instead of drawing it.
+            eta: DDIM's η (only samplers that use it accept it).
+            spacing: timestep spacing ("trailing", "leading", ...; default: the pipeline's).
+            decode_chunk_size: frames the VAE decodes at once (models with a VAE).
+            **conditioning: the model's conditioning inputs, e.g. ``label=2`` (an int or one per
+                video) for vdengine's models, or ``prompt_embeds=`` for diffusers models, and
+                their ``negative_...`` values for guidance.
 
-        Long videos (num_frames beyond the model's window; see vdengine.longvideo and
-        docs/long_videos.md): `long_video` is "autoregressive", "sliding", "keyframes",
-        "shared_noise", or one of the first three + "+shared_noise". Options (None = the
-        strategy's default; an option the strategy does not use is an error): `context_frames`
-        S (2) and `context_guidance` s (1.5) for autoregressive/keyframes, `window` L (the
-        model's), `stride` (L // 2) and `blend` ("triangular" | "uniform") for sliding,
-        `shared_noise_lambda` λ (0.5), `window_batch` (windows per forward for sliding /
-        keyframe gaps, 2). With `output`, frames are encoded
-        as windows finish and released: memory does not grow with num_frames.
+        Returns a Video, a tensor (output_type "pt"/"latent"), or the written Path.
         """
-        _check_positive_int("num_frames", num_frames)
-        _check_positive_int("steps", steps)
-        _check_positive_int("batch_size", batch_size)
+        spec = self.spec
+        window = spec.window
+        if num_frames is None:  # the window, the latents' frames, or 16
+            num_frames = window or _latent_frames(latents, spec.layout) or 16
+        check_int("num_frames", num_frames, min=1)
+        check_int("steps", steps, min=1)
+        check_int("batch_size", batch_size, min=1)
+        check_int("upscale", upscale, min=1)
+        sampler = self.sampler if sampler is None else sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if steps > self.schedule.num_train_timesteps:
             raise ValueError(f"steps must be <= {self.schedule.num_train_timesteps}, got {steps}")
-        long_options = {"context_frames": context_frames, "context_guidance": context_guidance,
-                        "window": window, "stride": stride,
-                        "shared_noise_lambda": shared_noise_lambda, "window_batch": window_batch,
-                        "blend": blend}
-        if long_video is None:
-            for key, value in long_options.items():
-                if value is not None:
-                    raise ValueError(f"{key} is a long-video option: give long_video=... too")
-            if num_frames > self.window:
-                raise ValueError(
-                    f"num_frames={num_frames} exceeds model {self.name!r}'s window of "
-                    f"{self.window} frames; long videos need a long_video strategy")
-        labels = self._labels(label, batch_size)
-        if guidance_scale is not None and labels is None:
-            raise ValueError("guidance_scale needs a label to guide towards (label=...)")
+        output_type = self._output_type(output_type, output)
+        options = self._sampler_options(sampler, eta, spacing)
+        gen = make_generator(seed, generator)
+        chunk = check_int("decode_chunk_size", decode_chunk_size, min=1)
+        frames = window if window is not None else num_frames  # sampled per window
+        guidance_scale = _guidance(guidance_scale, min_guidance_scale, max_guidance_scale,
+                                   frames)
+        if isinstance(guidance_scale, Tensor):
+            guidance_scale = guidance_scale.to(self.device)
+        guided = guidance_scale is not None
+        cond, uncond = conditioning_rows(self.model, batch_size, guided, conditioning,
+                                         self.device)
+        loop = GuidedSampler(self.model, self.schedule, steps=steps, sampler=sampler,
+                             sampler_options=options, cond=cond, uncond=uncond,
+                             guidance_scale=guidance_scale, generator=gen)
         if long_video is not None:
-            from vdengine import longvideo
-
-            opts = longvideo.LongVideoOptions.resolve(long_video, self.config, **long_options)
-            chunks = longvideo.generate_chunks(
-                self, num_frames, opts, steps=steps, sampler=sampler, batch_size=batch_size,
-                seed=seed, labels=labels, guidance_scale=guidance_scale, eta=eta,
-                spacing=spacing, progress=progress)
-            return longvideo.collect(chunks, output=output, fps=fps, upscale=upscale)
+            return self._generate_long(loop, long_video, num_frames, batch_size, output,
+                                       output_type, latents, fps, upscale, progress, chunk)
+        limit = spec.frame_limit
+        if limit is not None and num_frames > limit:
+            raise ValueError(f"num_frames={num_frames} exceeds model {spec.name!r}'s window of "
+                             f"{limit} frames; long videos need long_video=... (a strategy "
+                             "of vdengine.longvideo)")
         if output is not None:
             from vdengine.io import check_output_path
 
             check_output_path(output)  # before sampling
-        generator = torch.Generator().manual_seed(int(seed))
-        x = self.initial_noise(batch_size, self.window, generator)
-        sample_fn = get_sampler(sampler)
-        kwargs = {"eta": eta} if sampler == "ddim" else {}
-        video = sample_fn(
-            self.denoiser(labels, guidance_scale), x, self.schedule, steps,
-            spacing=spacing, prediction_type=self.config.prediction_type,
-            guidance_scale=guidance_scale, generator=generator,
-            disable=not progress, **kwargs,
-        )
-        result = Video.from_tensor(video[:, :num_frames].float().cpu(), fps=fps)
-        return result if output is None else result.save(output, upscale=upscale)
+        # A fixed-window model samples its whole window (what it was trained on) and the first
+        # num_frames frames are kept; others sample exactly num_frames.
+        x = self._initial_noise(latents, batch_size, frames, gen)
+        samples = loop.sample(x)[:, :num_frames]
+        result = self._finish(samples, output_type, fps, chunk)
+        if output is not None:
+            return result.save(output, upscale=upscale)
+        return result
+
+    # ------------------------------------------------------------------ helpers
+    def _output_type(self, output_type: str | None, output) -> str:
+        decodable = self.pixel_space or self.vae is not None
+        if output_type is None:
+            output_type = "np" if decodable else "latent"
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type != "latent" and not decodable:
+            raise ValueError(f"output_type={output_type!r} needs a VAE to decode the latents of "
+                             f"model {self.spec.name!r}: load(..., vae=...) or "
+                             "output_type='latent'")
+        if output is not None and output_type != "np":
+            raise ValueError(f"output= writes frames: use output_type='np' (or leave it unset), "
+                             f"got {output_type!r}")
+        return output_type
+
+    def _sampler_options(self, sampler: str, eta, spacing) -> dict[str, Any]:
+        options = dict(self.sampler_options)
+        if spacing is not None:
+            options["spacing"] = spacing
+        params = inspect.signature(SAMPLERS[sampler]).parameters
+        if eta is not None:
+            if "eta" not in params:
+                raise ValueError(f"eta applies only to samplers that use it (ddim), not "
+                                 f"{sampler!r}")
+            options["eta"] = eta
+        # The denoiser's spec gives the prediction type; a scheduler's options may repeat it.
+        return {k: v for k, v in options.items() if k in params and k != "prediction_type"}
+
+    def initial_noise(self, batch_size: int = 1, num_frames: int | None = None, *,
+                      seed: int | None = None, generator: torch.Generator | None = None
+                      ) -> Tensor:
+        """The initial noise `generate()` draws for these arguments, in the model's native
+        layout, on the CPU: pass it (or rows of several such draws) back as ``latents=``.
+        A fixed-window model samples its whole window, whatever num_frames is."""
+        window = self.spec.window
+        frames = window if window is not None else (16 if num_frames is None else num_frames)
+        c, h, w = self.latent_shape(None)
+        noise = torch.randn((batch_size, frames, c, h, w), generator=make_generator(seed, generator),
+                            dtype=torch.float32)
+        return noise if self.spec.layout == "BFCHW" else noise.permute(0, 2, 1, 3, 4)
+
+    def _initial_noise(self, latents: Tensor | None, batch_size: int, frames: int,
+                       gen: torch.Generator) -> Tensor:
+        """[B, F, C, H, W] on the device: the user's latents, or seeded noise drawn on the CPU."""
+        c, h, w = self.latent_shape(latents)
+        if latents is None:
+            noise = torch.randn((batch_size, frames, c, h, w), generator=gen,
+                                dtype=torch.float32)
+            return noise.to(self.device, self.dtype)
+        layout = self.spec.layout
+        want = (batch_size, frames, c, h, w) if layout == "BFCHW" else (
+            batch_size, c, frames, h, w)
+        if not isinstance(latents, Tensor) or tuple(latents.shape) != want:
+            got = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a {layout} tensor of shape {want}, got {got}")
+        x = latents if layout == "BFCHW" else latents.permute(0, 2, 1, 3, 4)
+        return x.to(self.device, self.dtype)
+
+    def _to_frames(self, samples: Tensor, chunk: int = 16) -> Tensor:
+        """Samples [B, F, C, H, W] → float frames [B, F, 3, H', W'] in [−1, 1]."""
+        if self.vae is None:
+            return samples
+        from vdengine.adapters.diffusers import decode_latents
+
+        return decode_latents(self.vae, samples, chunk)
+
+    def _finish(self, samples: Tensor, output_type: str, fps: float, chunk: int
+                ) -> Video | Tensor:
+        if output_type == "latent":
+            return samples if self.spec.layout == "BFCHW" else samples.permute(0, 2, 1, 3, 4)
+        frames = self._to_frames(samples, chunk)
+        if output_type == "pt":
+            return ((frames.float() + 1) / 2).clamp(0, 1)
+        return Video.from_tensor(frames.float().cpu(), fps=fps)
+
+    def _generate_long(self, loop: GuidedSampler, long_video, num_frames: int,
+                       batch_size: int, output, output_type: str, latents, fps, upscale,
+                       progress, chunk: int):
+        from vdengine import longvideo
+
+        if latents is not None:
+            raise ValueError("latents= is for one window; long videos draw their noise "
+                             "window by window (use seed= or generator=)")
+        if output_type != "np":
+            raise ValueError(f"long videos are streamed as frames: output_type must be 'np', "
+                             f"got {output_type!r}")
+        strategy = longvideo.as_strategy(long_video).resolve(self.spec)
+
+        def decode(latents_chunk: Tensor):
+            return Video.from_tensor(self._to_frames(latents_chunk, chunk).float()).frames
+
+        chunks = longvideo.generate_chunks(
+            loop, strategy, num_frames, batch_size, self.latent_shape(None),
+            device=self.device, dtype=self.dtype, progress=progress, decode=decode)
+        return longvideo.collect(chunks, output=output, fps=fps, upscale=upscale)
+
+
+def _latent_frames(latents: Any, layout: str) -> int | None:
+    if not isinstance(latents, Tensor) or latents.dim() != 5:
+        return None
+    return int(latents.shape[1] if layout == "BFCHW" else latents.shape[2])
+
+
+def _guidance(scale, min_scale, max_scale, frames: int) -> float | Tensor | None:
+    """One guidance scale, or per-frame scales linspace(min, max, frames) as [frames]."""
+    from vdengine._validate import check_real
+
+    if min_scale is None and max_scale is None:
+        return None if scale is None else check_real("guidance_scale", scale)
+    if scale is not None:
+        raise ValueError("give guidance_scale= or min_guidance_scale=/max_guidance_scale=, "
+                         "not both")
+    if min_scale is None or max_scale is None:
+        raise ValueError("per-frame guidance needs both min_guidance_scale= and "
+                         "max_guidance_scale=")
+    lo = check_real("min_guidance_scale", min_scale)
+    hi = check_real("max_guidance_scale", max_scale)
+    return torch.linspace(lo, hi, frames)
+
+
+# ---------------------------------------------------------------------------- loading
+def _pipeline_for_denoiser(model: Denoiser, device, dtype, name: str, backend: str) -> Pipeline:
+    return Pipeline(model=model, schedule=model.spec.schedule, device=device, dtype=dtype,
+                    name=name, backend=backend)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype,
-                     backend: str = "torch", onnx: str | None = None,
-                     stamp: tuple | None = None) -> Pipeline:
-    # stamp (size, mtime) of the onnx file: a re-exported file is a new cache entry.
-    net = load_denoiser(model, device, dtype, backend=backend, path=onnx)
-    schedule = NoiseSchedule(kind=net.config.schedule,
-                             num_train_timesteps=net.config.num_train_timesteps)
-    return Pipeline(model=net, schedule=schedule, device=device, dtype=dtype, name=str(model),
-                    backend=backend)
+def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backend: str | None,
+                     check_against: str | None, stamp: tuple | None) -> Pipeline:
+    # stamp: (size, mtime) of a graph file, so a re-exported file is a new cache entry.
+    if Path(model).suffix in GRAPH_SUFFIXES or backend not in (None, "torch"):
+        from vdengine.runtime import load_graph
+
+        net = load_graph(model, device, dtype, backend=backend, check_against=check_against)
+        return _pipeline_for_denoiser(net, device, dtype, model, getattr(net, "backend", "graph"))
+    if backend not in (None, "torch"):
+        raise ValueError(f"backend={backend!r} runs an exported graph: pass its .onnx or engine "
+                         f"file as the model, got {model!r}")
+    if check_against is not None:
+        raise ValueError("check_against= applies to exported graphs (.onnx, .engine, .plan)")
+    from vdengine.models import load_model
+
+    net = load_model(model, device=device, dtype=dtype).set_ops("fused")
+    return _pipeline_for_denoiser(net, device, dtype, model, "torch")
 
 
-def load(model: str | Path = "default", device: str | torch.device = "auto",
-         dtype: str | torch.dtype | None = None, backend: str = "torch",
-         onnx: str | Path | None = None) -> Pipeline:
-    """Load a shipped model by name (see `vdengine info`) or a model directory, once.
+def _is_diffusers(model: Any) -> bool:
+    """A diffusers model instance, or a diffusers model / pipeline directory."""
+    if isinstance(model, torch.nn.Module):
+        return type(model).__module__.startswith("diffusers.")
+    if not isinstance(model, (str, os.PathLike)) or not Path(model).is_dir():
+        return False
+    d = Path(model)
+    return (d / "model_index.json").is_file() or (
+        (d / "config.json").is_file() and '"_class_name"' in (d / "config.json").read_text())
 
-    backend: "torch" (the model on vdengine's fused ops), "onnxruntime" (onnx= an .onnx file
-    written by `vdengine export` / vdengine.export_onnx from this model) or "tensorrt" (onnx= an
-    engine built from one by export/build_trt_engine.py; untested here). See vdengine.runtime.
-    Repeated calls with the same arguments return the same Pipeline (no reload).
+
+def _load_diffusers(model: Any, scheduler: Any, vae: Any, device: torch.device,
+                    dtype: torch.dtype) -> Pipeline:
+    from vdengine.adapters.diffusers import load_diffusers
+    from vdengine.samplers import from_diffusers
+
+    denoiser, scheduler, vae = load_diffusers(model, scheduler, vae, device=device, dtype=dtype)
+    plan = from_diffusers(scheduler)
+    options = {k: v for k, v in plan.sampler_kwargs().items() if k != "prediction_type"}
+    return Pipeline(model=denoiser, schedule=plan.schedule, device=device, dtype=dtype,
+                    name=denoiser.spec.name, backend="diffusers", sampler=plan.sampler,
+                    sampler_options=options, vae=vae)
+
+
+def load(model: Any = "default", device: str | torch.device = "auto",
+         dtype: str | torch.dtype | None = None, backend: str | None = None,
+         check_against: str | Path | None = None, scheduler: Any = None,
+         vae: Any = None) -> Pipeline:
+    """Load a denoiser once, as a Pipeline to generate from.
+
+    model: a shipped model's name (see `vdengine info`), a vdengine model directory, an exported
+    graph file (".onnx": onnxruntime; ".engine"/".plan": TensorRT — the file alone is enough, it
+    carries its config), or a module implementing vdengine.Denoiser (used as is, on its device).
+    It also takes a diffusers video UNet (``UNet3DConditionModel``, ``UNetMotionModel``,
+    ``UNetSpatioTemporalConditionModel``) as an instance, a model directory or a pipeline
+    directory (read offline), accelerated with vdengine's kernels (docs/diffusers.md);
+    ``scheduler=`` (a diffusers scheduler, its config or a path) and ``vae=`` apply to those.
+    backend: overrides the runtime the graph's suffix picks ("onnxruntime", "tensorrt").
+    check_against: a model directory an exported graph must match (config and weights).
+    Repeated calls with the same name/path and arguments return the same Pipeline (no reload;
+    diffusers models and modules are not cached).
     """
     dev = resolve_device(device)
-    backend, onnx = check_backend(backend, onnx)
-    stamp = None if onnx is None else (os.stat(onnx).st_size, os.stat(onnx).st_mtime_ns)
-    return _cached_pipeline(str(model), dev, resolve_dtype(dtype, dev), backend, onnx, stamp)
+    if _is_diffusers(model):
+        if backend is not None or check_against is not None:
+            raise ValueError("backend= and check_against= apply to exported graph files, not "
+                             "to diffusers models")
+        return _load_diffusers(model, scheduler, vae, dev, resolve_dtype(dtype, dev))
+    if scheduler is not None or vae is not None:
+        raise ValueError("scheduler= and vae= apply to diffusers models (an instance or a "
+                         f"diffusers directory), not to {type(model).__name__} {model!r}")
+    if isinstance(model, Denoiser):
+        if backend is not None or check_against is not None:
+            raise ValueError("backend= and check_against= apply to exported graph files, not "
+                             "to a module")
+        return _pipeline_for_denoiser(model, dev, resolve_dtype(dtype, dev), model.spec.name,
+                                      "module")
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a name, a path or a vdengine.Denoiser module, got "
+                        f"{type(model).__name__}")
+    path = str(model)
+    stamp = None
+    dt = resolve_dtype(dtype, dev)
+    if Path(path).suffix in GRAPH_SUFFIXES or backend not in (None, "torch"):
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ValueError(f"exported graph {path!r} does not exist")
+        path, stamp = str(p.resolve()), (p.stat().st_size, p.stat().st_mtime_ns)
+        # The engine keeps x in float32 unless asked: the graph casts to its own I/O dtype.
+        dt = torch.float32 if dtype is None else dt
+    ref = None if check_against is None else str(check_against)
+    return _cached_pipeline(path, dev, dt, backend, ref, stamp)
 
 
-def generate(
-    model: str | Path = "default",
-    num_frames: int = 16,
-    steps: int = 8,
-    sampler: str = "ddim",
-    batch_size: int = 1,
-    seed: int = 0,
-    guidance_scale: float | None = None,
-    label: int | Sequence[int] | None = None,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype | None = None,
-    progress: bool = True,
-    long_video: str | None = None,
-    output: str | Path | None = None,
-    upscale: int = 1,
-    context_frames: int | None = None,
-    context_guidance: float | None = None,
-    window: int | None = None,
-    stride: int | None = None,
-    shared_noise_lambda: float | None = None,
-    window_batch: int | None = None,
-    blend: str | None = None,
-    backend: str = "torch",
-    onnx: str | Path | None = None,
-) -> Video | Path:
-    """Generate videos with a shipped or local model; see Pipeline.generate.
+def generate(model: Any = "default", *, device: str | torch.device = "auto",
+             dtype: str | torch.dtype | None = None, backend: str | None = None,
+             check_against: str | Path | None = None, scheduler: Any = None, vae: Any = None,
+             **kwargs: Any) -> Video | Tensor | Path:
+    """``load(model, device, dtype, backend, check_against, scheduler, vae).generate(**kwargs)``:
+    see load() and Pipeline.generate for the arguments."""
+    return load(model, device=device, dtype=dtype, backend=backend, check_against=check_against,
+                scheduler=scheduler, vae=vae).generate(**kwargs)
 
-    backend / onnx: the denoiser's runtime, see load().
-    Returns a Video, or the written Path when `output` is given (long videos are streamed)."""
-    return load(model, device, dtype, backend=backend, onnx=onnx).generate(
-        num_frames=num_frames, steps=steps, sampler=sampler, batch_size=batch_size, seed=seed,
-        guidance_scale=guidance_scale, label=label, progress=progress, long_video=long_video,
-        output=output, upscale=upscale, context_frames=context_frames,
-        context_guidance=context_guidance, window=window, stride=stride,
-        shared_noise_lambda=shared_noise_lambda, window_batch=window_batch, blend=blend)
+
+__all__ = ["Pipeline", "generate", "load", "make_generator"]

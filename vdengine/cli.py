@@ -7,53 +7,42 @@ import json
 import sys
 import time
 
+from vdengine.distributed.cli import add_generate_many_parser, add_serve_parser
+
 
 class UserError(Exception):
     """A problem with what the user asked for: reported in one line, exit code 2."""
 
 
 def _add_generate(sub) -> None:
+    from vdengine.api import DEFAULT_FPS, DEFAULT_UPSCALE
+
     p = sub.add_parser("generate", help="sample videos with a shipped or local model")
-    p.add_argument("--model", default="default", help="shipped model name or model directory")
-    p.add_argument("--frames", type=int, default=16, help="frames per video")
+    p.add_argument("--model", default="default",
+                   help="shipped model name, model directory, or exported .onnx/.engine file")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per video (default: the model's window)")
     p.add_argument("--steps", type=int, default=8, help="denoising steps")
-    p.add_argument("--sampler", default="ddim", help="ddim, dpmpp_2m or ddpm")
+    p.add_argument("--sampler", default=None, help="ddim, dpmpp_2m or ddpm (default: ddim)")
     p.add_argument("--batch", type=int, default=1, help="videos sampled together")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--label", type=int, default=None, help="class label (number of balls)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
-    p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the file")
+    p.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "tensorrt"],
+                   help="override the runtime an exported graph's suffix picks")
+    p.add_argument("--fps", type=int, default=DEFAULT_FPS)
+    p.add_argument("--upscale", type=int, default=DEFAULT_UPSCALE,
+                   help=f"nearest-neighbour upscale of the file (default {DEFAULT_UPSCALE})")
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png (frame grid)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                   help="denoiser runtime (default torch; see `vdengine export`)")
-    p.add_argument("--onnx", default=None, metavar="PATH",
-                   help="onnxruntime: the .onnx file from `vdengine export`; tensorrt: the "
-                        "engine built from it")
-    lv = p.add_argument_group(
-        "long videos (--frames beyond the model's window; streamed to --out window by window)")
-    lv.add_argument("--long-video", default=None, metavar="STRATEGY",
-                    help="autoregressive, sliding, keyframes or shared_noise; shared_noise "
-                         "combines with the others: autoregressive+shared_noise")
-    lv.add_argument("--context-frames", type=int, default=None, metavar="S",
-                    help="autoregressive/keyframes: known frames per window (default 2)")
-    lv.add_argument("--context-guidance", type=float, default=None, metavar="s",
-                    help="autoregressive/keyframes: context guidance scale >= 1 (default 1.5; "
-                         "1 = plain conditioning, half the forwards)")
-    lv.add_argument("--window", type=int, default=None, metavar="L",
-                    help="frames per denoiser window (default: the model's window)")
-    lv.add_argument("--stride", type=int, default=None,
-                    help="sliding: frames between window starts (default window // 2)")
-    lv.add_argument("--shared-noise-lambda", type=float, default=None, metavar="LAMBDA",
-                    help="shared_noise: base-noise share λ in [0, 1] (default 0.5)")
-    lv.add_argument("--window-batch", type=int, default=None, metavar="N",
-                    help="sliding/keyframes: windows stacked in one forward (default 2)")
-    lv.add_argument("--blend", default=None, choices=("triangular", "uniform"),
-                    help="sliding: weights of the overlap average (default triangular; uniform "
-                         "= MultiDiffusion's plain mean)")
+    p.add_argument("--long-video", default=None, metavar="STRATEGY",
+                   help="a long-video strategy for --frames beyond the model's window, streamed "
+                        "to --out: autoregressive, sliding, keyframes or shared_noise, with "
+                        "optional settings and +shared_noise, e.g. 'sliding(stride=4)' or "
+                        "'autoregressive(context_frames=2)+shared_noise(lam=0.5)' "
+                        "(see docs/long_videos.md)")
 
 
 def _run_generate(args) -> int:
@@ -65,31 +54,19 @@ def _run_generate(args) -> int:
     start = time.perf_counter()
     try:
         pipe = vdengine.load(args.model, device=args.device, dtype=args.dtype,
-                             backend=args.backend, onnx=args.onnx)
+                             backend=args.backend)
     except ImportError as e:  # a backend's package is missing: a one-line user error
         raise UserError(str(e)) from None
-    from vdengine.longvideo.common import OPTION_NAMES
-
-    long_options = {name: getattr(args, name) for name in OPTION_NAMES}
-    if args.long_video is not None or any(v is not None for v in long_options.values()):
-        # Streamed: frames are encoded as windows finish; the video is never held whole.
-        path = pipe.generate(
-            num_frames=args.frames, steps=args.steps, sampler=args.sampler,
-            batch_size=args.batch, seed=args.seed, guidance_scale=args.guidance,
-            label=args.label, progress=not args.no_progress, fps=args.fps,
-            long_video=args.long_video, output=args.out, upscale=args.upscale, **long_options)
-        elapsed = time.perf_counter() - start
-        print(f"wrote {path} ({args.batch} video(s) x {args.frames} frames, "
-              f"{args.long_video}, {args.steps} steps, {elapsed:.1f} s)")
-        return 0
-    video = pipe.generate(
+    conditioning = {} if args.label is None else {"label": args.label}
+    path = pipe.generate(
         num_frames=args.frames, steps=args.steps, sampler=args.sampler, batch_size=args.batch,
-        seed=args.seed, guidance_scale=args.guidance, label=args.label,
-        progress=not args.no_progress, fps=args.fps)
-    path = video.save(args.out, upscale=args.upscale)
-    elapsed = time.perf_counter() - start
-    print(f"wrote {path} ({video.batch_size} video(s) x {video.num_frames} frames, "
-          f"{args.steps} steps, {elapsed:.1f} s)")
+        seed=args.seed, guidance_scale=args.guidance, progress=not args.no_progress,
+        fps=args.fps, long_video=args.long_video, output=args.out, upscale=args.upscale,
+        **conditioning)
+    frames = args.frames or pipe.window
+    how = f"{args.long_video}, " if args.long_video else ""
+    print(f"wrote {path} ({args.batch} video(s) x {frames} frames, {how}{args.steps} steps, "
+          f"{time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -123,21 +100,25 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from vdengine.export import export_onnx, read_metadata
+    import warnings
+
+    from vdengine.export import export_onnx
+    from vdengine.runtime.contract import read_metadata
 
     start = time.perf_counter()
     try:
-        path = export_onnx(args.model, args.onnx, opset=args.opset, fp16=args.fp16,
-                           batch=args.batch, frames=args.frames, verify=not args.no_verify)
+        with warnings.catch_warnings():  # an unverified graph is printed below, not warned
+            warnings.simplefilter("ignore", UserWarning)
+            path = export_onnx(args.model, args.onnx, opset=args.opset, fp16=args.fp16,
+                               batch=args.batch, frames=args.frames, verify=not args.no_verify)
     except ImportError as e:
         raise UserError(str(e)) from None
     meta = read_metadata(path)
-    check = meta.get("export_check_max_abs_diff")
     print(f"wrote {path} ({meta['model_name']} from {meta['model_source']!r}, opset "
           f"{meta['opset']}, {meta['dtype']}, batch {meta['batch']}, frames {meta['frames']} "
-          f"(window {meta['window']}), {path.stat().st_size / 2**20:.1f} MiB"
-          + (f", max abs diff vs PyTorch {check}" if check else "")
-          + f", {time.perf_counter() - start:.1f} s)")
+          f"(window {meta['window']}), {path.stat().st_size / 2**20:.1f} MiB, "
+          f"{time.perf_counter() - start:.1f} s)")
+    print(meta["export_check"])
     return 0
 
 
@@ -160,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     from vdengine.balls import train
 
     train.add_arguments(sub.add_parser("train", help="train a VideoUNet on bouncing balls"))
+    add_generate_many_parser(sub)  # generate-many and serve set args.run (vdengine.distributed)
+    add_serve_parser(sub)
     return parser
 
 
@@ -172,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             from vdengine.balls import train
 
             return train.run(args) or 0
-        return runners[args.command](args)
+        return (getattr(args, "run", None) or runners[args.command])(args)  # run: distributed
     except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"vdengine: error: {e}", file=sys.stderr)
         return 2

@@ -39,7 +39,10 @@ class DenoiserSpec:
         channels: C, channels of the noisy input x (and of the prediction).
         sample_size: (H, W) of x, or None when any size the model accepts works (then
             ``generate(height=, width=)`` must give it).
-        window: frames per forward the model was trained on, or None for any number.
+        window: frames per forward the model was trained on and always samples (a shorter
+            video is the prefix of a full window), or None for any number.
+        max_frames: the most frames one forward can take when ``window`` is None (e.g.
+            AnimateDiff's 32-entry position table), or None for no limit.
         prediction_type: what the model predicts: "epsilon", "v_prediction" or "sample".
         schedule: the discrete noise schedule it was trained with.
         layout: "BFCHW" or "BCFHW": the model's native latent layout (see the module docstring).
@@ -59,6 +62,7 @@ class DenoiserSpec:
     prediction_type: str
     schedule: NoiseSchedule
     layout: str = "BFCHW"
+    max_frames: int | None = None
     conditioning: tuple[str, ...] = ()
     null_conditioning: Mapping[str, Any] = field(default_factory=dict)
     context: bool = False
@@ -75,6 +79,13 @@ class DenoiserSpec:
                             f"got {type(self.schedule).__name__}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1 or None, got {self.window}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
+
+    @property
+    def frame_limit(self) -> int | None:
+        """The most frames one forward takes (window, else max_frames), None: no limit."""
+        return self.window if self.window is not None else self.max_frames
 
 
 @runtime_checkable
@@ -91,23 +102,25 @@ class Denoiser(Protocol):
     def __call__(self, x: Tensor, t: Tensor, **conditioning: Any) -> Tensor: ...
 
 
-def prepare_conditioning(denoiser: Denoiser, batch_size: int, guided: bool,
-                         user_kwargs: Mapping[str, Any], device: torch.device
-                         ) -> dict[str, Tensor]:
-    """The forward's conditioning keywords for ``batch_size`` videos, guidance rows stacked.
+def conditioning_rows(denoiser: Denoiser, batch_size: int, guided: bool,
+                      user_kwargs: Mapping[str, Any], device: torch.device
+                      ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """The forward's conditioning keywords for ``batch_size`` videos: ``(cond, uncond)``, dicts
+    of batch-first tensors (uncond None without guidance). `stack_guidance` (or the sampling
+    loop, vdengine.sampling) stacks them [uncond; cond] for one forward.
 
     A denoiser may define ``prepare_conditioning(batch_size, guided, **user_kwargs)`` returning
-    ``(cond, uncond)`` dicts of batch-first tensors (uncond None when not guided) — the diffusers
-    adapters do, to map ``prompt_embeds=`` and friends onto their forward. Otherwise each name in
-    ``spec.conditioning`` is read from ``user_kwargs`` (ints, int sequences or tensors), and with
-    guidance its unconditional value from ``negative_<name>`` or ``spec.null_conditioning``.
-    An unknown keyword is a ValueError naming it.
+    ``(cond, uncond)`` — the diffusers adapters do, to map ``prompt_embeds=`` and friends onto
+    their forward. Otherwise each name in ``spec.conditioning`` is read from ``user_kwargs``
+    (ints, int sequences or tensors), and with guidance its unconditional value from
+    ``negative_<name>`` or ``spec.null_conditioning``. An unknown keyword is a ValueError
+    naming it.
     """
     spec = denoiser.spec
     hook = getattr(denoiser, "prepare_conditioning", None)
     if hook is not None:
         cond, uncond = hook(batch_size, guided, **user_kwargs)
-        return stack_guidance(cond, uncond if guided else None)
+        return dict(cond), (dict(uncond) if guided else None)
     accepted = set(spec.conditioning) | {f"negative_{n}" for n in spec.conditioning}
     unknown = sorted(set(user_kwargs) - accepted)
     if unknown:
@@ -121,14 +134,24 @@ def prepare_conditioning(denoiser: Denoiser, batch_size: int, guided: bool,
             if guided:
                 raise ValueError(f"guidance_scale needs {name}= to guide towards")
             continue
-        cond[name] = expand_conditioning(name, value, batch_size, device)
+        cond[name] = _checked(spec, name, value, batch_size, device)
         if guided:
             negative = user_kwargs.get(f"negative_{name}", spec.null_conditioning.get(name))
             if negative is None:
                 raise ValueError(f"guidance_scale needs negative_{name}= (model {spec.name!r} "
                                  f"has no unconditional {name})")
-            uncond[name] = expand_conditioning(f"negative_{name}", negative, batch_size, device)
-    return stack_guidance(cond, uncond if guided else None)
+            uncond[name] = _checked(spec, f"negative_{name}", negative, batch_size, device)
+    return cond, (uncond if guided else None)
+
+
+def _checked(spec: DenoiserSpec, name: str, value: Any, batch_size: int,
+             device: torch.device) -> Tensor:
+    tensor = expand_conditioning(name, value, batch_size, device)
+    if name == "label" and spec.num_classes > 0 and not isinstance(value, Tensor):
+        bad = [v for v in tensor.tolist() if not 0 <= v < spec.num_classes]
+        if bad:
+            raise ValueError(f"label must be in [0, {spec.num_classes}), got {bad[0]}")
+    return tensor
 
 
 def expand_conditioning(name: str, value: Any, batch_size: int, device: torch.device) -> Tensor:
@@ -171,5 +194,5 @@ def stack_guidance(cond: Mapping[str, Tensor], uncond: Mapping[str, Tensor] | No
     return {k: torch.cat([uncond[k].to(cond[k].dtype), cond[k]]) for k in cond}
 
 
-__all__ = ["LAYOUTS", "Denoiser", "DenoiserSpec", "expand_conditioning", "prepare_conditioning",
+__all__ = ["LAYOUTS", "Denoiser", "DenoiserSpec", "conditioning_rows", "expand_conditioning",
            "stack_guidance"]

@@ -1,10 +1,12 @@
 """ONNX export of vdengine's denoisers: one graph of the whole VideoUNet forward.
 
     import vdengine
+    from vdengine.runtime import load_graph
     vdengine.export_onnx("default", "balls32.onnx")            # opset 18, float32, dynamic B and F
-    vdengine.generate(backend="onnxruntime", onnx="balls32.onnx").save("x.mp4")
+    den = load_graph("balls32.onnx", "cpu")                    # the file alone is enough
 
-The graph (docs/export.md has the long form):
+The graph (docs/export.md has the long form; vdengine/runtime/contract.py owns the names, ranks
+and metadata keys that export writes and the runtime reads):
 
 - Inputs, in this order: ``x`` [B, F, C, H, W] noisy frames, ``t`` [1] float32 (one timestep
   shared by every row: the sampler's step), then ``label`` [B] int64 when the model has classes,
@@ -24,8 +26,12 @@ The graph (docs/export.md has the long form):
   caller cached them across calls (they change with t at every step); measured on the default
   model (CPU, 1 thread) they are ~20 ms of an ~80 ms batch-1 forward and ~5% at batch 8.
 - Metadata (``metadata_props``): model name, window, prediction type, schedule and the whole
-  ModelConfig, the dtype, the batch/frames spec, a digest of the weights, the opset and the
-  versions that wrote it; the runtime backends build their pipeline from it.
+  ModelConfig, the dtype, the batch/frames spec, a digest of the weights, the opset, the
+  versions that wrote it and the outcome of the export's verification (``export_check``); the
+  runtime builds the denoiser from it without the model directory.
+- Verification: onnxruntime runs the graph on a random input of its shape and dtype and is
+  compared with the model's PyTorch float32 forward (VERIFY_TOLERANCE); when it cannot run, the
+  metadata and a UserWarning say why (and `vdengine export` prints it).
 
 ``--fp16`` casts the weights and activations to float16 except the PosGN coordinate MLPs (their
 sin() of a Linear of the coordinates wants float32) and the normalisation statistics (the
@@ -37,8 +43,6 @@ than float32.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import time
@@ -52,34 +56,20 @@ from torch import Tensor, nn
 from vdengine.models.config import ModelConfig
 from vdengine.models.layers import PosGN, ResBlock, TemporalAttention
 from vdengine.models.unet import Block, VideoUNet
+from vdengine.runtime.contract import (
+    OUTPUT_NAME,
+    config_from_metadata,
+    first_line,
+    graph_metadata,
+    input_names,
+    read_metadata,
+    weights_digest,
+)
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # torch's ONNX exporter has no implementations below 18
-FORMAT = "vdengine-denoiser/1"
-OUTPUT_NAME = "out"
-#: rank of every graph input the runtime may feed
-INPUT_RANKS = {"x": 5, "t": 1, "label": 1, "context": 5, "context_mask": 2}
-
-
-def input_names(config: ModelConfig) -> list[str]:
-    """The graph inputs of a model with this config, in order."""
-    names = ["x", "t"]
-    if config.num_classes > 0:
-        names.append("label")
-    if config.context:
-        names += ["context", "context_mask"]
-    return names
-
-
-def weights_digest(state: dict[str, Tensor]) -> str:
-    """sha256 over the sorted (name, dtype, shape, bytes) of a state dict: which weights a graph
-    was exported from, so that a runtime can refuse a graph of other weights."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        v = state[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+#: max abs difference from the PyTorch float32 forward that verification accepts, by graph dtype
+VERIFY_TOLERANCE = {torch.float32: 1e-3, torch.float16: 5e-2}
 
 
 # ------------------------------------------------------------------------------- export graph
@@ -267,6 +257,8 @@ def export_onnx(
 ) -> Path:
     """Export a denoiser's whole forward to an ONNX file; returns the path.
 
+    The file runs on its own: ``vdengine.runtime.load_graph(path, device)`` needs nothing else.
+
     Args:
         model: a shipped model name, a model directory or a VideoUNet.
         path: the .onnx file to write (written to a temporary name, then renamed).
@@ -275,13 +267,17 @@ def export_onnx(
         fp16: float16 weights, activations and x/out (see the module docstring).
         batch: a fixed batch size, or "dynamic" (also None).
         frames: a fixed frame count (<= window), or "dynamic": 1..window.
-        verify: run the graph once on onnxruntime (if installed; float32 graphs) against the
-            PyTorch reference forward and record the max abs difference in the metadata;
-            a difference above 1e-3 raises.
+        verify: run the graph on onnxruntime on a random input of the graph's shape and compare
+            it with the model's PyTorch float32 forward; a max abs difference above
+            VERIFY_TOLERANCE (1e-3 float32, 5e-2 float16) raises and nothing is written. The
+            outcome is the metadata's ``export_check``; when the check cannot run (onnxruntime
+            missing or unable to load the graph) the file is written, ``export_check`` says why
+            and a UserWarning is issued.
         optimize: run the exporter's graph optimiser (constant folding, dead-node removal).
 
     Raises:
         ValueError naming the problem: unknown model, unwritable path, bad batch/frames/opset.
+        RuntimeError: the graph differs from the PyTorch forward (verify).
     """
     onnx = _import_onnx()
     out_path = check_onnx_output_path(path)
@@ -322,46 +318,21 @@ def export_onnx(
     proto = program.model_proto
     _rename_dynamic_dims(proto, fixed_batch, fixed_frames)
 
-    meta = {
-        "vdengine_format": FORMAT,
-        "model_name": cfg.name,
-        "model_source": source,
-        "window": str(cfg.window),
-        "prediction_type": cfg.prediction_type,
-        "schedule": cfg.schedule,
-        "num_train_timesteps": str(cfg.num_train_timesteps),
-        "image_size": str(cfg.image_size),
-        "channels": str(cfg.channels),
-        "num_classes": str(cfg.num_classes),
-        "context": str(cfg.context).lower(),
-        "dtype": "float16" if fp16 else "float32",
-        "batch": str(fixed_batch or "dynamic"),
-        "frames": str(fixed_frames or "dynamic"),
-        "inputs": ",".join(names),
-        "opset": str(opset),
-        "weights_sha256": weights_digest(net.state_dict()),
-        "config": cfg.to_json(),
-        "vdengine_version": _version(),
-        "torch_version": torch.__version__,
-        "onnx_version": onnx.__version__,
-    }
+    meta = graph_metadata(cfg, source=source, dtype=dtype, batch=fixed_batch,
+                          frames=fixed_frames, opset=opset,
+                          weights_sha256=weights_digest(net.state_dict()))
+    meta.update(vdengine_version=_version(), torch_version=torch.__version__,
+                onnx_version=onnx.__version__)
     proto.producer_name = "vdengine"
     proto.producer_version = meta["vdengine_version"]
     proto.doc_string = (f"vdengine denoiser {cfg.name}: out = model(x, t, ...) in "
                         f"{cfg.prediction_type}; see docs/export.md")
     _set_metadata(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
-    data = proto.SerializeToString()
     if verify:
-        # fp32: against the same forward in PyTorch; fp16: against the float32 forward.
-        reference = prepare_for_export(net) if fp16 else graph
-        diff = _verify(data, reference, args, names)
-        if diff is not None:
-            tol = 5e-2 if fp16 else 1e-3
-            if not diff <= tol:
-                raise RuntimeError(f"exported graph differs from the PyTorch forward by {diff:.3g} "
-                                   f"(max abs, tolerance {tol}) on the example input")
-            meta["export_check_max_abs_diff"] = f"{diff:.3e}"
+        meta.update(verify_graph(proto.SerializeToString(), net, args, names, dtype))
+    else:
+        meta["export_check"] = "not verified: verify=False (--no-verify)"
     meta["export_seconds"] = f"{time.perf_counter() - start:.1f}"
     _set_metadata(proto, meta)
     data = proto.SerializeToString()
@@ -374,6 +345,48 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         raise ValueError(f"cannot write {str(out_path)!r}: {e.strerror or e}") from None
     return out_path
+
+
+def verify_graph(data: bytes, net: VideoUNet, args: tuple[Tensor, ...], names: list[str],
+                 dtype: torch.dtype) -> dict[str, str]:
+    """Run a serialized graph on onnxruntime's CPU provider on ``args`` (graph order, the graph's
+    shapes and dtypes) and compare it with ``net``'s float32 forward on its reference PyTorch
+    ops. Returns the metadata keys of the outcome (``export_check``, and when it ran
+    ``export_check_max_abs_diff``/``export_check_tolerance``); raises RuntimeError above the
+    tolerance; warns (UserWarning) when the check cannot run."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return _unverified("onnxruntime is not installed (pip install onnxruntime)")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, torch.get_num_threads())
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/...
+        return _unverified(f"onnxruntime {ort.__version__} cannot load the graph: "
+                           f"{first_line(e)}")
+    got = sess.run([OUTPUT_NAME], {n: a.numpy() for n, a in zip(names, args)})[0]
+    ref_net = copy.deepcopy(net).to("cpu", torch.float32).eval().set_ops("reference")
+    kw = dict(zip(names[2:], (a.float() if a.is_floating_point() else a for a in args[2:])))
+    with torch.inference_mode():
+        ref = ref_net(args[0].float(), args[1], **kw)
+    diff = float((torch.from_numpy(got).float() - ref).abs().max())
+    tol = VERIFY_TOLERANCE[dtype]
+    if not diff <= tol:
+        raise RuntimeError(f"exported graph differs from the PyTorch forward by {diff:.3g} "
+                           f"(max abs, tolerance {tol:g}) on a random input of shape "
+                           f"{list(args[0].shape)}")
+    return {"export_check": f"verified: onnxruntime {ort.__version__} vs the PyTorch float32 "
+                            f"forward on a random {list(args[0].shape)} input, max abs diff "
+                            f"{diff:.2e} <= {tol:g}",
+            "export_check_max_abs_diff": f"{diff:.3e}", "export_check_tolerance": f"{tol:g}"}
+
+
+def _unverified(reason: str) -> dict[str, str]:
+    warnings.warn(f"vdengine.export_onnx: the graph was NOT verified against PyTorch: {reason}",
+                  UserWarning, stacklevel=3)
+    return {"export_check": f"not verified: {reason}"}
 
 
 def _import_onnx():
@@ -432,61 +445,6 @@ class _quiet_exporter_logs:
         return False
 
 
-def _verify(data: bytes, graph: _ExportGraph, args, names) -> float | None:
-    """Max abs difference between onnxruntime and the PyTorch forward (None: no onnxruntime)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, torch.get_num_threads())
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    got = sess.run([OUTPUT_NAME], {n: a.numpy() for n, a in zip(names, args)})[0]
-    with torch.inference_mode():
-        ref = graph(*(a.float() if a.is_floating_point() and a.dtype != torch.float32 else a
-                      for a in args))
-    return float((torch.from_numpy(got).float() - ref.float()).abs().max())
-
-
-# ---------------------------------------------------------------------------------- metadata
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata_props of an ONNX file ({} when it has none); onnx or onnxruntime reads it."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"ONNX file {str(p)!r} does not exist")
-    try:
-        import onnx
-
-        proto = onnx.load(str(p), load_external_data=False)
-        return {e.key: e.value for e in proto.metadata_props}
-    except ImportError:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        return dict(sess.get_modelmeta().custom_metadata_map)
-    except Exception as e:  # noqa: BLE001 - protobuf decode errors have many types
-        raise ValueError(f"{str(p)!r} is not a readable ONNX file: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
-def config_from_metadata(meta: dict[str, str], source: str) -> ModelConfig:
-    """The ModelConfig stored by export_onnx; ValueError when the file was not written by it."""
-    if meta.get("vdengine_format") != FORMAT or "config" not in meta:
-        raise ValueError(f"{source} was not exported by vdengine (no {FORMAT!r} metadata); "
-                         "export it with `vdengine export --onnx ...` or vdengine.export_onnx()")
-    try:
-        return ModelConfig.from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{source}: invalid model config in its metadata: {_first_line(e)}") from None
-
-
 # ---------------------------------------------------------------------------------- TensorRT
 
 
@@ -538,16 +496,11 @@ def trtexec_command(
 
 __all__ = [
     "DEFAULT_OPSET",
-    "FORMAT",
-    "INPUT_RANKS",
-    "OUTPUT_NAME",
+    "VERIFY_TOLERANCE",
     "check_onnx_output_path",
-    "config_from_metadata",
     "example_inputs",
     "export_onnx",
-    "input_names",
     "prepare_for_export",
-    "read_metadata",
     "trtexec_command",
-    "weights_digest",
+    "verify_graph",
 ]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import numbers
 import os
 import secrets
 import subprocess
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vdengine._validate import check_frames, check_int, check_real
 
 __all__ = [
     "MAX_PNG_SIDE",
@@ -74,55 +75,6 @@ _GIF_MIN_DELAY_MS = 20
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _check_frames(frames: Any) -> np.ndarray:
-    """Validate a write() argument and return it as uint8 [B, F, H, W, 3]."""
-    if not isinstance(frames, np.ndarray):
-        raise TypeError(
-            f"frames: expected a numpy uint8 array [F, H, W, 3] or [B, F, H, W, 3], got "
-            f"{type(frames).__module__}.{type(frames).__qualname__} "
-            "(convert tensors with vdengine.video.Video.from_tensor)"
-        )
-    if frames.dtype != np.uint8:
-        raise ValueError(
-            f"frames: expected dtype uint8 (values 0..255), got {frames.dtype} "
-            "(convert floats in [-1, 1] with vdengine.video.Video.from_tensor)"
-        )
-    if frames.ndim == 4:
-        frames = frames[None]
-    elif frames.ndim != 5:
-        raise ValueError(
-            f"frames: expected rank 4 [F, H, W, 3] or rank 5 [B, F, H, W, 3], "
-            f"got shape {tuple(frames.shape)}"
-        )
-    if frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames: expected 3 channels (RGB) in the last dimension, got shape "
-            f"{tuple(frames.shape)}"
-        )
-    if min(frames.shape) == 0:
-        raise ValueError(
-            f"frames: every dimension must be non-empty, got shape {tuple(frames.shape)}"
-        )
-    return frames
-
-
-def _check_fps(fps: Any) -> float:
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
-        raise TypeError(f"fps: expected a positive number, got {type(fps).__name__}")
-    fps = float(fps)
-    if not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps: expected a positive finite number, got {fps}")
-    return fps
-
-
-def _check_upscale(upscale: Any) -> int:
-    if isinstance(upscale, bool) or not isinstance(upscale, numbers.Integral):
-        raise TypeError(f"upscale: expected an integer >= 1, got {type(upscale).__name__}")
-    if upscale < 1:
-        raise ValueError(f"upscale: expected an integer >= 1, got {upscale}")
-    return int(upscale)
 
 
 def check_output_path(path: Any) -> Path:
@@ -218,15 +170,13 @@ class VideoWriter:
         preset: str = "medium",
     ) -> None:
         self.path = check_output_path(path)
-        self.fps = _check_fps(fps)
-        self.upscale = _check_upscale(upscale)
-        if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
-            raise ValueError(f"crf: expected an integer in 0..51, got {crf!r}")
+        self.fps = check_real("fps", fps, positive=True)
+        self.upscale = check_int("upscale", upscale, min=1)
+        self.crf = check_int("crf", crf, min=0, max=51)
         if not isinstance(preset, str) or not preset.isidentifier():
             raise ValueError(
                 f"preset: expected a libx264 preset name such as 'medium', got {preset!r}"
             )
-        self.crf = int(crf)
         self.preset = preset
         self.format = self.path.suffix.lower()[1:]
         self.frames_written = 0
@@ -257,7 +207,7 @@ class VideoWriter:
         """Append uint8 frames [F, H, W, 3] or [B, F, H, W, 3]; the first call fixes B, H, W."""
         if self._closed:
             raise ValueError(f"VideoWriter({str(self.path)!r}) is closed; create a new writer")
-        frames = _check_frames(frames)
+        frames = check_frames(frames)
         b, f, h, w, _ = frames.shape
         if self._shape is not None and (b, h, w) != self._shape:
             b0, h0, w0 = self._shape
@@ -461,7 +411,7 @@ def save_video(
     Same formats, validation and atomic rename as `VideoWriter`; extra keyword arguments
     (crf, preset) go to it. Returns the final path.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     with VideoWriter(path, fps=fps, upscale=upscale, **kwargs) as writer:
         writer.write(frames)
     return writer.path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from vdengine._validate import check_frames, check_real
 
 if TYPE_CHECKING:
     import torch
@@ -33,29 +34,8 @@ class Video:
     fps: float = 8.0
 
     def __post_init__(self) -> None:
-        frames = self.frames
-        if not isinstance(frames, np.ndarray):
-            raise TypeError(
-                f"frames: expected a numpy uint8 array [B, F, H, W, 3], got "
-                f"{type(frames).__name__} (use Video.from_tensor for float tensors)"
-            )
-        if frames.dtype != np.uint8:
-            raise ValueError(
-                f"frames: expected dtype uint8, got {frames.dtype} "
-                "(use Video.from_tensor for float tensors in [-1, 1])"
-            )
-        if frames.ndim == 4:
-            frames = frames[None]
-        if frames.ndim != 5 or frames.shape[-1] != 3:
-            raise ValueError(
-                f"frames: expected shape [B, F, H, W, 3] or [F, H, W, 3], got {tuple(frames.shape)}"
-            )
-        if isinstance(self.fps, bool) or not isinstance(self.fps, numbers.Real):
-            raise TypeError(f"fps: expected a positive number, got {type(self.fps).__name__}")
-        if not math.isfinite(self.fps) or self.fps <= 0:
-            raise ValueError(f"fps: expected a positive finite number, got {self.fps}")
-        self.frames = frames
-        self.fps = float(self.fps)
+        self.frames = check_frames(self.frames)
+        self.fps = check_real("fps", self.fps, positive=True)
 
     # -- shape -----------------------------------------------------------------------------
     @property

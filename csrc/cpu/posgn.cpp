@@ -30,10 +30,10 @@
 //   group_norm: read x + write y, 8 B/element; pass 2 re-reads a video's group (F*L elements)
 //   from L2 when it fits (F = 16, Cg*HW = 10*32*32: 640 KiB), else from L3/DRAM (16 B/element).
 // Bound: memory bandwidth. ~12 flops/element (SiLU: ~30) against 16 bytes, far below the compute
-//   roof (SiLU's exp + division cost ~35% extra when the data is in L3). Measured single-thread at
-//   x [32,128,32,32], M=16..32 (benchmarks/kernels.py --threads 1): 7.6-8.4 GB/s, ~70% of a plain
-//   copy's bandwidth on this machine. The SSE2 fallback leaves the SiLU loop scalar (GCC does not
-//   if-convert its selects without SSE4.1 blends); AVX2 and AVX-512 vectorize everything.
+//   roof. Measured GB/s and fraction of the copy bandwidth ("%floor") per shape: `python
+//   benchmarks/kernels.py --json benchmarks/results/kernels-cpu.json`, see that file.
+//   The SSE2 fallback leaves the SiLU loop scalar (GCC does not if-convert its selects without
+//   SSE4.1 blends); AVX2 and AVX-512 vectorize everything.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

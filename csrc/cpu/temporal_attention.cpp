@@ -27,11 +27,10 @@
 // Bytes moved (minimal, and what this kernel moves): read q, k, v and write out once, 16 bytes
 //   per element of q: 16*B*F*S*C. The PyTorch path (permute copies, SDPA, permute back) moves
 //   at least twice that.
-// Bound: 4*F*D flops per query = F/4 flops per byte (4 at F=16). In cache this kernel does ~50
-//   GFLOP/s per core (AVX-512, F=16, D=32: ~0.7 µs per (b, s, h) item, exp and transposes
-//   included), i.e. it could consume ~12 GB/s per core at F=16: memory bound at F ≤ 16, compute
-//   bound above ~F=24. Measured single-thread from memory (benchmarks/kernels.py --threads 1):
-//   7-8 GB/s, ~65% of a plain copy's bandwidth on this machine.
+// Bound: 4*F*D flops per query = F/4 flops per byte (4 at F=16): memory bound for short windows,
+//   compute bound for long ones (where the two meet depends on the core's flop rate and the
+//   memory bandwidth). Measured GB/s and fraction of the copy bandwidth ("%floor") per shape:
+//   `python benchmarks/kernels.py --json benchmarks/results/kernels-cpu.json`, see that file.
 
 #include <algorithm>
 #include <cmath>

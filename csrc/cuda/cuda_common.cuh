@@ -1,6 +1,9 @@
 // Helpers shared by the vdengine CUDA kernels: dtype dispatch, fp32 load/store of fp32/fp16/bf16,
 // 128-bit vector packs, launch error checks and device queries.
 //
+// VDENGINE_CUDA_SYNC=1 in the environment (read at the first launch) makes check_launch wait for
+// every kernel and report its error by name: for first runs on a new GPU, never for speed.
+//
 // Every kernel stores in its input dtype and computes in fp32: load_* converts to float on the way
 // in, store_* rounds to nearest on the way out.
 #ifndef VDE_CUDA_COMMON_CUH
@@ -10,7 +13,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -47,20 +53,44 @@ void dispatch_dtype(DType dtype, const char* op, Fn&& f) {
 
 // ---- errors -------------------------------------------------------------------------------------
 
-// After a launch: a bad configuration or a sticky error from earlier work surfaces here.
-inline void check_launch(const char* op) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string(op) + ": CUDA kernel launch failed: " +
-                             cudaGetErrorString(e));
-  }
-}
-
 // Around runtime API calls made by a launcher (device queries, function attributes).
 inline void check_call(cudaError_t e, const char* op, const char* what) {
   if (e != cudaSuccess) {
     cudaGetLastError();  // do not leave a non-sticky error for the next check_launch
     throw std::runtime_error(std::string(op) + ": " + what + " failed: " + cudaGetErrorString(e));
+  }
+}
+
+// True when VDENGINE_CUDA_SYNC=1: read once (thread-safe static initialisation).
+inline bool sync_launches() {
+  static const bool on = [] {
+    const char* v = std::getenv("VDENGINE_CUDA_SYNC");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+// After a launch on `stream`: a bad configuration or a sticky error from earlier work surfaces
+// here. With VDENGINE_CUDA_SYNC=1 it also waits for the device, so a fault inside the kernel is
+// reported against it, not against a later call; skipped while the stream is being captured into
+// a CUDA graph (nothing runs then, and a device sync would invalidate the capture).
+inline void check_launch(const char* op, cudaStream_t stream) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string(op) + ": CUDA kernel launch failed: " +
+                             cudaGetErrorString(e));
+  }
+  if (!sync_launches()) return;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_call(cudaStreamIsCapturing(stream, &capture), op, "cudaStreamIsCapturing");
+  if (capture != cudaStreamCaptureStatusNone) return;
+  e = cudaDeviceSynchronize();
+  if (e == cudaSuccess) e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string(op) +
+                             ": CUDA error after this kernel (VDENGINE_CUDA_SYNC=1 synchronised "
+                             "the device after its launch; the fault is in it or in work queued "
+                             "before it): " + cudaGetErrorString(e));
   }
 }
 
@@ -72,13 +102,37 @@ inline int current_device(const char* op) {
   return dev;
 }
 
-inline int device_attribute(cudaDeviceAttr attr, const char* op) {
+inline int device_attribute(cudaDeviceAttr attr, int device, const char* op) {
   int v = 0;
-  check_call(cudaDeviceGetAttribute(&v, attr, current_device(op)), op, "cudaDeviceGetAttribute");
+  check_call(cudaDeviceGetAttribute(&v, attr, device), op, "cudaDeviceGetAttribute");
   return v;
 }
 
-inline int num_sms(const char* op) { return device_attribute(cudaDevAttrMultiProcessorCount, op); }
+// Attribute Attr of the current device, queried once per device and then read from a cache:
+// launchers call this on every launch. Thread-safe: a race queries twice and stores the same value.
+// Only for attributes that are positive and fixed for the process (0 marks "not yet queried").
+template <cudaDeviceAttr Attr>
+inline int cached_device_attribute(const char* op) {
+  constexpr int kMaxDevices = 64;  // devices beyond this are queried every time
+  static std::atomic<int> cache[kMaxDevices];  // zero-initialised (static storage)
+  const int dev = current_device(op);
+  if (dev < 0 || dev >= kMaxDevices) return device_attribute(Attr, dev, op);
+  int v = cache[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
+    v = device_attribute(Attr, dev, op);
+    cache[dev].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+inline int num_sms(const char* op) {
+  return cached_device_attribute<cudaDevAttrMultiProcessorCount>(op);
+}
+
+// The most dynamic shared memory a block may opt in to (cudaFuncSetAttribute) on this device.
+inline int max_smem_per_block_optin(const char* op) {
+  return cached_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(op);
+}
 
 // Blocks for a grid-stride loop over `work` items of `threads` per block: enough to fill every SM
 // `waves` times over, never more than the work needs, always in the x dimension's range.

@@ -184,8 +184,7 @@ void launch_posgn(const PosGNArgs& a, int G, int Cg, int HW, int L, cudaStream_t
   const unsigned blocks = static_cast<unsigned>(a.N * G);
   const size_t bytes = static_cast<size_t>(L) * sizeof(T);
   // The opt-in per-block limit, minus the kernel's static shared memory (s_warp etc.) and slack.
-  const size_t optin = static_cast<size_t>(
-      device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, op));
+  const size_t optin = static_cast<size_t>(max_smem_per_block_optin(op));
   const size_t budget = std::min(kSmemMaxBytes, optin > 2048 ? optin - 2048 : 0);
   if (bytes <= budget) {
     auto kernel = posgn_kernel<T, V, true>;
@@ -198,7 +197,7 @@ void launch_posgn(const PosGNArgs& a, int G, int Cg, int HW, int L, cudaStream_t
   } else {
     posgn_kernel<T, V, false><<<blocks, threads, 0, stream>>>(a, G, Cg, HW, L);
   }
-  check_launch(op);
+  check_launch(op, stream);
 }
 
 }  // namespace

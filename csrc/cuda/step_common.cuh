@@ -112,7 +112,7 @@ void launch_step_packs(const StepArgs& a, cudaStream_t stream, const char* op) {
   const int64_t npacks = a.N * a.D / V;
   const unsigned blocks = grid_stride_blocks(npacks, kStepThreads, op);
   step_kernel<Step, T, V><<<blocks, kStepThreads, 0, stream>>>(a, npacks);
-  check_launch(op);
+  check_launch(op, stream);
 }
 
 // Runs Step over [0, N*D) in `dtype`: 128-bit packs when no pack straddles a row (D % V == 0) or,

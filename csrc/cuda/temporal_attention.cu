@@ -292,7 +292,7 @@ void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
   const size_t smem = PPB * prob_bytes;
   temporal_attention_kernel<T, D, kVec, kExact>
       <<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a, FQ, PPB, kt, total);
-  check_launch("temporal_attention");
+  check_launch("temporal_attention", stream);
 }
 
 // The smallest padded head dim DP >= D; exact instantiations for D = DP.

@@ -1,15 +1,15 @@
-"""A tiny trained-shape model saved to disk, so API/CLI tests run in seconds."""
+"""A tiny model saved to disk, so API/CLI tests run in seconds. Its zero-initialised output
+layers are re-randomised (see tests/_models.py): its videos depend on labels, guidance and
+noise, so the tests below can fail."""
 
 from __future__ import annotations
 
 import pytest
-import torch
+from _models import live_tiny_model
 
-from vdengine.models import VideoUNet, save_model, tiny_config
+from vdengine.models import save_model
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model = VideoUNet(tiny_config(context=True))
-    return str(save_model(model, tmp_path_factory.mktemp("tiny_model")))
+    return str(save_model(live_tiny_model(), tmp_path_factory.mktemp("tiny_model")))

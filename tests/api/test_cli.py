@@ -36,7 +36,7 @@ def test_info_lists_models_and_build(capsys):
         (["--frames", "0"], "num_frames"),
         (["--steps", "0"], "steps"),
         (["--model", "no-such-model"], "unknown model"),
-        (["--sampler", "euler"], "sampler"),
+        (["--sampler", "heun"], "sampler"),
         (["--out", "video.avi"], "extension"),
         (["--out", "/no/such/dir/v.mp4"], "does not exist"),
     ],

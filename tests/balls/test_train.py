@@ -124,3 +124,114 @@ def test_cli_mounts_train():
     assert args.time_limit == 45 and args.channel_mult == (1, 2)
     cfg = train.model_config_from_args(args)  # temporal levels beyond the new depth are dropped
     assert cfg.channel_mult == (1, 2) and cfg.attention_levels == (1,)
+
+
+def test_lr_schedule_wsd_and_cap():
+    args = argparse.Namespace(
+        lr=1e-3, warmup=1, lr_schedule="wsd", min_lr_ratio=0.1, decay_fraction=0.2
+    )
+    assert train.lr_base(args, 0.5) == pytest.approx(1e-3)  # stable phase
+    assert train.lr_base(args, 0.9) == pytest.approx(0.55e-3)  # half-way through the decay
+    assert train.lr_base(args, 1.0) == pytest.approx(1e-4)
+    assert train.lr_base(args, 0.5, cap=2e-4) == pytest.approx(2e-4)  # held at the cap
+    assert train.lr_base(args, 1.0, cap=2e-4) == pytest.approx(1e-4)  # then decays below it
+    args.lr_schedule = "nope"
+    with pytest.raises(ValueError, match="lr schedule"):
+        train.lr_base(args, 0.5)
+
+
+def _log(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_resume_with_longer_horizon_keeps_lr_continuous(tmp_path, restart):
+    """A cosine run of 4 steps extended to 6 on resume: the LR does not jump back up (unless
+    --lr-restart asks for it)."""
+    run = tmp_path / "run"
+    opts = ("--warmup", "1", "--no-export")
+    assert _run(run, "--steps", "4", *opts) == 0
+    assert _run(run, "--steps", "6", *opts, *(["--lr-restart"] if restart else [])) == 0
+    lrs = [r["lr"] for r in _log(run)]
+    assert lrs[:4] == sorted(lrs[:4], reverse=True)  # the first cosine decays
+    if restart:
+        assert lrs[4] > 1.3 * lrs[3]  # the warm restart the cap prevents
+    else:
+        assert lrs[4] == pytest.approx(lrs[3])  # held where the first run left off
+        assert lrs[5] <= lrs[4] * (1 + 1e-9)
+
+
+def test_resume_lr_cap_from_an_old_checkpoint(tmp_path):
+    """Checkpoints from before lr_base was recorded: the cap is the last logged LR."""
+    (tmp_path / "log.jsonl").write_text('{"step": 20, "lr": 3e-4}\n{"step": 40, "lr": 2e-4}\n')
+    assert train.resume_lr_cap({"step": 40}, tmp_path) == pytest.approx(2e-4)
+    assert train.resume_lr_cap({"step": 40, "lr_base": 1e-4}, tmp_path) == pytest.approx(1e-4)
+    assert train.resume_lr_cap({"step": 0}, tmp_path / "none") is None
+
+
+def test_min_snr_weights_by_hand():
+    abar = torch.tensor([0.5, 0.9, 0.1])  # SNR 1, 9, 1/9
+    v = train.min_snr_weights(abar, "v_prediction", gamma=5.0)
+    eps = train.min_snr_weights(abar, "epsilon", gamma=5.0)
+    torch.testing.assert_close(v, torch.tensor([1 / 2, 5 / 10, (1 / 9) / (10 / 9)]))
+    torch.testing.assert_close(eps, torch.tensor([1.0, 5 / 9, 1.0]))
+    with pytest.raises(ValueError, match="gamma"):
+        train.min_snr_weights(abar, "epsilon", gamma=0.0)
+
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+def test_min_snr_loss_is_the_weighted_loss(pred):
+    """All videos share t (t_share = B): weighted loss = w(t) · unweighted loss, t by hand."""
+    cfg = tiny_config(prediction_type=pred)
+    model = VideoUNet(cfg).set_ops("reference")
+    x0 = torch.rand(2, cfg.window, 3, 16, 16) * 2 - 1
+    abar = train.alphas_cumprod(cfg)
+    g = torch.Generator().manual_seed(3)
+    t0 = torch.randint(0, cfg.num_train_timesteps, (1,), generator=g.clone_state())
+    val, raw = train.diffusion_loss(
+        model, x0, torch.tensor([1, 2]), abar, g, weighting="min-snr", snr_gamma=5.0,
+        t_share=2, return_unweighted=True,
+    )  # fmt: skip
+    snr = float(abar[t0] / (1 - abar[t0]))
+    w = min(snr, 5.0) / (snr if pred == "epsilon" else snr + 1)
+    assert float(val.detach()) == pytest.approx(w * float(raw), rel=1e-5)
+
+
+def test_t_share_tiles_timesteps():
+    g = torch.Generator().manual_seed(0)
+    t = train.sample_timesteps(8, 1000, 2, g)
+    assert torch.equal(t[:4], t[4:]) and len(set(t[:4].tolist())) == 4
+    assert VideoUNet.timestep_rows(t.float(), 8, "cpu").numel() == 4  # tables once per draw
+    with pytest.raises(ValueError, match="t-share"):
+        train.sample_timesteps(8, 1000, 3, g)
+
+
+def test_resume_committed_run_with_new_options(tmp_path):
+    """training/balls32 (written before these options existed) resumes with them: one step."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "training" / "balls32"
+    run = tmp_path / "balls32"
+    shutil.copytree(src, run)
+    before = json.loads((run / "checkpoint" / "state.json").read_text())
+    last_lr = _log(run)[-1]["lr"]
+    argv = ["--run-dir", str(run), "--steps", str(before["step"] + 1), "--batch-size", "2",
+            "--lr-schedule", "constant", "--bf16", "--loss-weighting", "min-snr", "--t-share", "2",
+            "--ema-decay", "0.9995", "--log-every", "1", "--no-export", "--quiet"]  # fmt: skip
+    assert train.main(argv) == 0
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == before["step"] + 1 and state["args"]["loss_weighting"] == "min-snr"
+    rec = _log(run)[-1]
+    assert rec["step"] == state["step"] and rec["lr"] == pytest.approx(last_lr)  # no warm restart
+    assert math.isfinite(rec["loss"]) and math.isfinite(rec["loss_unweighted"])
+
+
+@pytest.mark.parametrize(("minutes", "saves"), [(1e-9, 3 + 1), (0, 1)])
+def test_time_based_checkpoints(tmp_path, monkeypatch, minutes, saves):
+    calls = []
+    real = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", lambda *a: calls.append(1) or real(*a))
+    args = ("--steps", "3", "--ckpt-every", "0", "--ckpt-minutes", str(minutes), "--no-export")
+    assert _run(tmp_path / "run", *args) == 0
+    assert len(calls) == saves  # every step when due, plus the final save

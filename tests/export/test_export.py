@@ -1,12 +1,13 @@
-"""ONNX export (vdengine.export_onnx / `vdengine export`), the onnxruntime backend, the trtexec
-recipe, and every bad input the issue lists. Two exports for the whole folder (see conftest.py):
-``default_onnx`` (the production export of the shipped model) and ``tiny_onnx`` (a tiny model,
-float16, opset 21, fixed shapes, through the CLI)."""
+"""ONNX export (vdengine.export_onnx / `vdengine export`), its verification, the onnxruntime
+backend, the trtexec recipe, and every bad input the issue lists. Exports shared by the folder
+(see conftest.py): ``default_onnx`` (the production export of the shipped model), ``tiny_onnx``
+(a tiny model, float16, opset 21, fixed shapes, through the CLI) and ``standalone``."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import onnx
@@ -14,23 +15,27 @@ import pytest
 import torch
 from _export_helpers import make_tiny_model
 
-import vdengine
 from vdengine import cli
 from vdengine.export import (
-    FORMAT,
     _AttentionForExport,
     _PosGNForExport,
+    example_inputs,
     export_onnx,
-    input_names,
-    read_metadata,
     trtexec_command,
-    weights_digest,
+    verify_graph,
 )
 from vdengine.models import PosGNTables, load_model, save_model
 from vdengine.models.layers import PosGN, TemporalAttention
 from vdengine.models.loading import WEIGHTS_FILE, load_state, resolve_model_dir
-from vdengine.runtime import load_denoiser
-from vdengine.runtime._common import TensorSpec, check_graph
+from vdengine.runtime import load_graph
+from vdengine.runtime.contract import (
+    FORMAT,
+    TensorSpec,
+    check_graph,
+    input_names,
+    read_metadata,
+    weights_digest,
+)
 from vdengine.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
 
 CPU = torch.device("cpu")
@@ -60,6 +65,7 @@ def test_export_writes_a_checked_graph_with_metadata(default_onnx):
     assert (meta["batch"], meta["frames"], meta["opset"], meta["dtype"]) == (
         "dynamic", "dynamic", "18", "float32")
     assert float(meta["export_check_max_abs_diff"]) < 1e-4
+    assert meta["export_check"].startswith("verified: onnxruntime ")
 
     s, c = cfg.image_size, cfg.channels
     inputs = {i.name: _dims(i) for i in model.graph.input}
@@ -132,7 +138,7 @@ def test_export_layers_match_the_model_layers():
 
 @pytest.mark.parametrize("batch,frames,cond", [(1, 16, False), (3, 5, True)])
 def test_onnxruntime_matches_torch_dynamic_axes(default_onnx, batch, frames, cond):
-    den = load_denoiser("default", CPU, torch.float32, backend="onnxruntime", path=default_onnx)
+    den = load_graph(default_onnx, CPU, check_against="default")
     net = load_model("default").set_ops("fused")
     cfg = net.config
     gen = torch.Generator().manual_seed(batch)
@@ -151,7 +157,7 @@ def test_onnxruntime_matches_torch_dynamic_axes(default_onnx, batch, frames, con
 
 
 def test_fixed_shape_graph(tiny_onnx, tiny_dir):
-    den = load_denoiser(tiny_dir, CPU, torch.float32, backend="onnxruntime", path=tiny_onnx)
+    den = load_graph(tiny_onnx, CPU, check_against=tiny_dir)
     x = torch.randn(2, 4, 3, 16, 16)
     t = torch.tensor([10.0])
     ref = load_model(tiny_dir).set_ops("reference")(x, t)
@@ -162,31 +168,8 @@ def test_fixed_shape_graph(tiny_onnx, tiny_dir):
         den(torch.randn(4, 4, 3, 16, 16), t)
     with pytest.raises(ValueError, match="exported for 4 frames but is fed 3"):
         den(torch.randn(2, 3, 3, 16, 16), t)
-    with pytest.raises(ValueError, match=r"one timestep shared by all rows \(t \[1\]\)"):
+    with pytest.raises(ValueError, match=r"one timestep shared by all rows \(t \[1\]"):
         den(x, torch.tensor([10.0, 20.0]))
-
-
-def test_cli_generate_with_onnxruntime(tiny_onnx, tiny_dir, tmp_path, capsys):
-    out = tmp_path / "x.gif"
-    rc = cli.main(["generate", "--model", str(tiny_dir), "--frames", "4", "--steps", "2",
-                   "--backend", "onnxruntime", "--onnx", str(tiny_onnx), "--device", "cpu",
-                   "--out", str(out), "--no-progress", "--label", "1", "--guidance", "2.0"])
-    assert rc == 0, capsys.readouterr().err
-    assert out.is_file() and out.stat().st_size > 0
-    # batch 2 with guidance is 4 rows: the fixed-batch graph refuses it in one line
-    rc = cli.main(["generate", "--model", str(tiny_dir), "--frames", "4", "--steps", "2",
-                   "--backend", "onnxruntime", "--onnx", str(tiny_onnx), "--device", "cpu",
-                   "--out", str(out), "--no-progress", "--batch", "2", "--label", "1",
-                   "--guidance", "2.0"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "re-export with --batch dynamic" in err
-
-
-def test_pipeline_reports_backend(tiny_onnx, tiny_dir):
-    pipe = vdengine.load(tiny_dir, device="cpu", backend="onnxruntime", onnx=tiny_onnx)
-    assert pipe.backend == "onnxruntime" and pipe.config.name == "tiny"
-    assert pipe is vdengine.load(tiny_dir, device="cpu", backend="onnxruntime", onnx=tiny_onnx)
-    assert vdengine.load(tiny_dir, device="cpu").backend == "torch"
 
 
 # ------------------------------------------------------------------------------ TensorRT
@@ -213,7 +196,8 @@ def test_trtexec_command_from_metadata(default_onnx, tiny_onnx, tmp_path):
 
 
 def test_tensorrt_backend_errors_are_clear(tmp_path, tiny_onnx):
-    from vdengine.runtime.tensorrt_backend import TensorRTDenoiser, metadata_path
+    from vdengine.runtime.contract import metadata_path
+    from vdengine.runtime.tensorrt_backend import TensorRTDenoiser
 
     engine = tmp_path / "m.plan"
     with pytest.raises(ValueError, match="runs on CUDA devices"):
@@ -263,31 +247,13 @@ def test_export_unwritable_path(tiny_dir, tmp_path, monkeypatch):
         export_onnx(tiny_dir, tmp_path / "m.onnx")
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys, tiny_dir):
+def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = cli.main(["export", "--model", "no-such-model", "--onnx", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "unknown model 'no-such-model'" in err
-    rc = cli.main(["generate", "--model", str(tiny_dir), "--backend", "onnxruntime",
-                   "--onnx", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "x.gif")])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "missing.onnx' does not exist" in err
     with pytest.raises(SystemExit):
         cli.main(["export", "--onnx", str(tmp_path / "m.onnx"), "--batch", "0"])
     assert "expected a positive int or 'dynamic'" in capsys.readouterr().err
-
-
-def test_backend_argument_errors(tiny_onnx, tiny_dir, tmp_path):
-    with pytest.raises(ValueError, match="backend must be one of"):
-        vdengine.load(tiny_dir, device="cpu", backend="tvm")
-    with pytest.raises(ValueError, match="needs onnx="):
-        vdengine.load(tiny_dir, device="cpu", backend="onnxruntime")
-    with pytest.raises(ValueError, match="onnx= is only used by"):
-        vdengine.load(tiny_dir, device="cpu", onnx=tiny_onnx)
-    with pytest.raises(ValueError, match="ONNX file .*nope.onnx' does not exist"):
-        vdengine.generate(tiny_dir, device="cpu", backend="onnxruntime",
-                          onnx=tmp_path / "nope.onnx")
-    with pytest.raises(ValueError, match="unknown model"):
-        vdengine.load("no-such-model", device="cpu", backend="onnxruntime", onnx=tiny_onnx)
 
 
 def test_unavailable_provider(tiny_onnx):
@@ -365,4 +331,47 @@ def test_graph_that_does_not_match_the_sampler(tiny_onnx, tmp_path):
 def test_graph_of_other_weights_is_refused(tiny_onnx, tmp_path):
     other = save_model(make_tiny_model(seed=1), tmp_path / "other")
     with pytest.raises(ValueError, match="exported from other weights than model"):
-        load_denoiser(other, CPU, torch.float32, backend="onnxruntime", path=tiny_onnx)
+        load_graph(tiny_onnx, CPU, check_against=other)
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+def test_unverifiable_export_says_so(tiny_dir, tmp_path, capsys, monkeypatch):
+    """Without onnxruntime the export is written and the CLI prints that it was not verified."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises
+    path = tmp_path / "m.onnx"
+    rc = cli.main(["export", "--model", str(tiny_dir), "--onnx", str(path), "--batch", "1",
+                   "--frames", "2"])
+    out = capsys.readouterr().out
+    reason = "not verified: onnxruntime is not installed (pip install onnxruntime)"
+    assert rc == 0 and out.splitlines()[-1] == reason
+    assert read_metadata(path)["export_check"] == reason
+    assert "export_check_max_abs_diff" not in read_metadata(path)
+
+
+def test_verify_graph_outcomes(standalone, tiny_dir, monkeypatch):
+    """verify_graph passes the graph's own model, raises for other weights, warns without
+    onnxruntime (the export's verification, without an export)."""
+    data = standalone.path.read_bytes()
+    cfg = standalone.model.config
+    names = input_names(cfg)
+    args = example_inputs(cfg, 2, 4)
+    ok = verify_graph(data, standalone.model, args, names, torch.float32)
+    assert float(ok["export_check_max_abs_diff"]) < 1e-4 and ok["export_check_tolerance"] == "0.001"
+    with pytest.raises(RuntimeError, match="differs from the PyTorch forward by"):
+        verify_graph(data, load_model(tiny_dir), args, names, torch.float32)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.warns(UserWarning, match="NOT verified against PyTorch: onnxruntime is not"):
+        got = verify_graph(data, standalone.model, args, names, torch.float32)
+    assert got == {"export_check": "not verified: onnxruntime is not installed "
+                                   "(pip install onnxruntime)"}
+
+
+def test_cli_prints_the_verification(tiny_export):
+    """`vdengine export` prints the check's outcome: the float16 graph verified with its looser
+    tolerance, fed its fixed [2, 4, ...] shape."""
+    last = tiny_export.stdout.splitlines()[-1]
+    assert last.startswith("verified: onnxruntime ")
+    assert "random [2, 4, 3, 16, 16] input" in last and last.endswith("<= 0.05")
+    assert last == read_metadata(tiny_export.path)["export_check"]

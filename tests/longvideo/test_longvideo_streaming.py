@@ -12,6 +12,7 @@ import pytest
 import vdengine
 from vdengine import io as vio
 from vdengine.cli import main
+from vdengine.longvideo import Sliding
 
 
 @pytest.mark.parametrize("strategy", ["autoregressive", "shared_noise", "sliding", "keyframes"])
@@ -116,26 +117,43 @@ def test_plain_generate_with_output(lv_model_dir, tmp_path):
 
 def test_cli_long_video(lv_model_dir, tmp_path, capsys):
     out = tmp_path / "long.mp4"
+    text = "keyframes(context_guidance=1)+shared_noise(lam=0.3)"
     rc = main(["generate", "--model", lv_model_dir, "--frames", "30", "--steps", "2",
-               "--long-video", "keyframes+shared_noise", "--shared-noise-lambda", "0.3",
-               "--context-guidance", "1", "--device", "cpu", "--out", str(out),
-               "--no-progress"])
+               "--long-video", text, "--device", "cpu", "--out", str(out), "--no-progress"])
     assert rc == 0
-    assert "wrote" in capsys.readouterr().out
+    assert text in capsys.readouterr().out
     assert imageio_ffmpeg.count_frames_and_secs(str(out))[0] == 30
     assert [p.name for p in tmp_path.iterdir()] == ["long.mp4"]
+
+
+def test_cli_settings_reach_the_strategy(lv_model_dir, tmp_path):
+    # The CLI's text and the API's object give the same video (lossless .png grid).
+    path = tmp_path / "cli.png"
+    assert main(["generate", "--model", lv_model_dir, "--frames", "9", "--steps", "2",
+                 "--seed", "3", "--long-video", "sliding(stride=3, blend=uniform)",
+                 "--device", "cpu", "--out", str(path), "--no-progress"]) == 0
+    api = vdengine.load(lv_model_dir, device="cpu").generate(
+        num_frames=9, steps=2, seed=3, progress=False,
+        long_video=Sliding(stride=3, blend="uniform"), output=tmp_path / "api.png")
+    other = vdengine.load(lv_model_dir, device="cpu").generate(
+        num_frames=9, steps=2, seed=3, progress=False, long_video=Sliding(stride=3),
+        output=tmp_path / "other.png")
+    np.testing.assert_array_equal(iio.imread(path), iio.imread(api))
+    assert not np.array_equal(iio.imread(path), iio.imread(other))
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--long-video", "zigzag"], "long_video"),
-        (["--long-video", "sliding", "--stride", "0"], "stride"),
-        (["--long-video", "sliding", "--stride", "9"], "stride"),
-        (["--long-video", "autoregressive", "--blend", "uniform"], "blend"),
-        (["--long-video", "autoregressive", "--context-frames", "4"], "context_frames"),
-        (["--long-video", "shared_noise", "--shared-noise-lambda", "2"], "shared_noise_lambda"),
-        (["--stride", "2"], "long_video"),
+        (["--long-video", "zigzag"], "long_video: unknown strategy 'zigzag'"),
+        (["--long-video", "sliding(stride=0)"], "Sliding.stride must be >= 1"),
+        (["--long-video", "sliding(stride=9)"], "Sliding.stride must be in [1, window=4]"),
+        (["--long-video", "autoregressive(blend=uniform)"],
+         "autoregressive has no setting 'blend'"),
+        (["--long-video", "autoregressive(context_frames=4)"],
+         "Autoregressive.context_frames must be smaller than the window"),
+        (["--long-video", "shared_noise(lam=2)"], "SharedNoise.lam (λ) must be in [0, 1]"),
+        (["--long-video", "sliding+autoregressive"], "cannot be combined"),
     ],
 )
 def test_cli_long_video_errors(lv_model_dir, tmp_path, capsys, args, message):
@@ -144,4 +162,15 @@ def test_cli_long_video_errors(lv_model_dir, tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert message in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_has_no_separate_long_video_flags(lv_model_dir, tmp_path, capsys):
+    # Settings travel inside --long-video's text; the old flags are unknown arguments.
+    for flag in ("--stride", "--shared-noise-lambda", "--context-frames", "--blend"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["generate", "--model", lv_model_dir, "--out", str(tmp_path / "v.mp4"),
+                  "--long-video", "sliding", flag, "2"])
+        assert exit_.value.code == 2
+        assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

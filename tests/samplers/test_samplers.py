@@ -342,14 +342,15 @@ def test_errors(model):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("per_frame", [False, True])
+@pytest.mark.parametrize("per_frame", [None, "cpu", "cuda"])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_no_host_sync_in_the_loop_cuda(model, name, per_frame):
     m = TinyDenoiser().cuda().eval()
     x = noise().cuda()
     g = torch.Generator(device="cuda").manual_seed(0)
     extra = {"cond": torch.zeros(2 * B, C, device="cuda")}
-    scale = torch.linspace(1.0, 3.0, F) if per_frame else 2.0  # a CPU tensor: copied once
+    # One scale, or per-frame scales given on the CPU (copied once) or on the GPU.
+    scale = torch.linspace(1.0, 3.0, F, device=per_frame) if per_frame else 2.0
     get_sampler(name)(m, x, NoiseSchedule(), 2, guidance_scale=scale, extra_args=extra,
                       generator=g, disable=True)  # warm-up
     torch.cuda.synchronize()

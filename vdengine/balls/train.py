@@ -1,7 +1,9 @@
 """Train a VideoUNet on procedural bouncing balls (``python -m vdengine.balls.train`` / ``vdengine train``).
 
-Recipe: uniform integer t, v-prediction (or ε) MSE (or VIDM's Charbonnier) loss, AdamW, gradient
-clipping, linear warmup then cosine (or constant) LR, EMA of the weights. Video LDM context
+Recipe: uniform integer t (optionally shared by --t-share clips, which computes each PosGN table
+once per draw), v-prediction (or ε) MSE (or VIDM's Charbonnier) loss, optionally Min-SNR-weighted,
+AdamW, gradient clipping, linear warmup then a cosine, warmup-stable-decay or constant LR that
+never rises on resume (capped where the run left off), EMA of the weights; optional bf16 autocast. Video LDM context
 conditioning: every clip gets a random mask of known frames — none, the first 1, 2 or 4 frames
 (continuation) or the first and last frame (keyframes/interpolation) — so one model generates and
 continues videos; class labels (number of balls) are dropped to the null class 10% of the time for
@@ -11,7 +13,8 @@ Run directory (``--run-dir``): ``checkpoint/`` (model.safetensors, ema.safetenso
 optimizer.safetensors with the RNG state, state.json with step/time/losses — no pickle anywhere),
 ``log.jsonl`` and, at the end, ``model/`` (the EMA weights as a loadable model directory). Re-running
 the same command resumes from the checkpoint; ``--steps`` and ``--time-limit`` are totals over all
-resumed invocations. SIGTERM / Ctrl-C save a checkpoint and export before exiting.
+resumed invocations. Checkpoints every --ckpt-every steps and --ckpt-minutes minutes; SIGTERM /
+Ctrl-C save a checkpoint and export before exiting.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vdengine.balls.data import generate_clips, to_model_range
 from vdengine.models import ModelConfig, VideoUNet, save_model
@@ -41,6 +43,7 @@ EXPORT_DIR = "model"
 # Context-mask kinds drawn per clip: S known leading frames (S = 0, 1, 2, 4) or keyframes.
 MASK_KINDS = ("none", "first1", "first2", "first4", "keyframes")
 DEFAULT_MASK_PROBS = (0.4, 0.15, 0.15, 0.15, 0.15)
+LR_SCHEDULES = ("cosine", "wsd", "constant")
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -76,13 +79,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument(
         "--min-lr-ratio", type=float, default=0.1, help="cosine floor as a fraction of lr"
     )
-    t.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
+    t.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="cosine",
+        help="cosine: over the whole run; wsd: constant, then cosine over the last "
+        "--decay-fraction; constant. On resume the LR never rises above where the run left off",
+    )
+    t.add_argument(
+        "--decay-fraction", type=float, default=0.2, help="wsd: final fraction of the run that decays"
+    )
     t.add_argument("--warmup", type=int, default=50, help="linear warmup steps")
+    t.add_argument(
+        "--lr-restart",
+        action="store_true",
+        help="on resume, follow the schedule even where it is above the LR the run left off at "
+        "(a warm restart; by default the LR never rises on resume)",
+    )
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--grad-clip", type=float, default=1.0)
     t.add_argument("--ema-decay", type=float, default=0.998)
     t.add_argument("--loss", choices=("mse", "charbonnier"), default="mse")
     t.add_argument("--charbonnier-eta", type=float, default=1e-3)
+    t.add_argument(
+        "--loss-weighting",
+        choices=("uniform", "min-snr"),
+        default="uniform",
+        help="min-snr: Min-SNR-γ weights (Hang et al. 2023) in the prediction type's units",
+    )
+    t.add_argument("--snr-gamma", type=float, default=5.0, help="γ of --loss-weighting min-snr")
+    t.add_argument(
+        "--t-share",
+        type=int,
+        default=1,
+        help="clips per drawn timestep (batch size must be a multiple): the PosGN tables are "
+        "computed once per distinct t, so 2 halves their cost",
+    )
+    t.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast on the CPU (convs and matmuls)"
+    )
     t.add_argument("--label-dropout", type=float, default=0.1)
     t.add_argument(
         "--mask-probs",
@@ -96,7 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="total optimizer steps (over resumes)")
     s.add_argument("--time-limit", type=float, help="total training minutes (over resumes)")
     s.add_argument("--log-every", type=int, default=20)
-    s.add_argument("--ckpt-every", type=int, default=200)
+    s.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
+    s.add_argument(
+        "--ckpt-minutes", type=float, default=10.0, help="and at least every M minutes (0: off)"
+    )
     s.add_argument("--export", help=f"export directory (default RUN_DIR/{EXPORT_DIR})")
     s.add_argument(
         "--export-only", action="store_true", help="export the checkpoint's EMA, no training"
@@ -160,6 +198,37 @@ def sample_context_masks(
     return mask
 
 
+def min_snr_weights(
+    abar_t: torch.Tensor, prediction_type: str, gamma: float = 5.0
+) -> torch.Tensor:
+    """Min-SNR-γ loss weights [B] (Hang et al. 2023) for timesteps with ᾱ = abar_t [B].
+
+    The x0-space weight min(SNR, γ) expressed in the model's output units: an ε error costs SNR
+    times the x0 error and a v error SNR + 1 times, so the weight is min(SNR, γ)/SNR (ε) or
+    min(SNR, γ)/(SNR + 1) (v), with SNR = ᾱ/(1 − ᾱ) — diffusers' train scripts use the same."""
+    if gamma <= 0:
+        raise ValueError(f"snr gamma must be > 0, got {gamma}")
+    abar_t = abar_t.double()
+    snr = abar_t / (1 - abar_t)
+    clipped = torch.clamp(snr, max=gamma)
+    if prediction_type == "epsilon":
+        return (clipped / snr).float()
+    if prediction_type == "v_prediction":
+        return (clipped / (snr + 1)).float()
+    raise ValueError(f"prediction type must be epsilon or v_prediction, got {prediction_type!r}")
+
+
+def sample_timesteps(
+    batch: int, num_train_timesteps: int, share: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Uniform integer t [B]: B / share draws, tiled (video b uses draw b % (B / share)), which is
+    the period VideoUNet.timestep_rows detects, so PosGN tables are computed once per draw."""
+    if share < 1 or batch % share:
+        raise ValueError(f"t-share must be >= 1 and divide the batch size {batch}, got {share}")
+    t = torch.randint(0, num_train_timesteps, (batch // share,), generator=generator)
+    return t.repeat(share)
+
+
 def diffusion_loss(
     model: VideoUNet,
     x0: torch.Tensor,  # [B, F, C, H, W] in [−1, 1]
@@ -171,11 +240,18 @@ def diffusion_loss(
     mask_probs=DEFAULT_MASK_PROBS,
     loss: str = "mse",
     eta: float = 1e-3,
-) -> torch.Tensor:
-    """One training loss: noise x0 at uniform t, predict ε or v, MSE or Charbonnier."""
+    weighting: str = "uniform",
+    snr_gamma: float = 5.0,
+    t_share: int = 1,
+    forward=None,
+    return_unweighted: bool = False,
+):
+    """One training loss: noise x0 at uniform t, predict ε or v, MSE or Charbonnier, optionally
+    Min-SNR-weighted per video. ``forward`` replaces ``model(...)`` (e.g. a compiled model).
+    With ``return_unweighted``: (loss, the same loss without the weights) — for logging."""
     cfg = model.config
     b, f = x0.shape[:2]
-    t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=generator)
+    t = sample_timesteps(b, cfg.num_train_timesteps, t_share, generator)
     noise = torch.randn(x0.shape, generator=generator)
     ab = abar[t].to(x0.dtype).view(b, 1, 1, 1, 1)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
@@ -189,20 +265,95 @@ def diffusion_loss(
         labels = torch.where(drop, torch.full_like(labels, cfg.num_classes), labels)
     else:
         labels = None
-    pred = model(xt, t.float(), labels, context=ctx, context_mask=mask)
+    pred = (forward or model)(xt, t.float(), labels, context=ctx, context_mask=mask).float()
     if loss == "charbonnier":  # VIDM robustness penalty √((pred − target)² + η²)
-        return torch.sqrt((pred - target) ** 2 + eta**2).mean()
-    return F.mse_loss(pred, target)
+        per_video = torch.sqrt((pred - target) ** 2 + eta**2).flatten(1).mean(1)
+    else:
+        per_video = ((pred - target) ** 2).flatten(1).mean(1)  # [B]
+    if weighting == "uniform":
+        value = per_video.mean()
+    elif weighting == "min-snr":
+        value = (per_video * min_snr_weights(abar[t], cfg.prediction_type, snr_gamma)).mean()
+    else:
+        raise ValueError(f"loss weighting must be uniform or min-snr, got {weighting!r}")
+    return (value, per_video.detach().mean()) if return_unweighted else value
 
 
-def lr_at(args, step: int, progress: float) -> float:
-    """Linear warmup over args.warmup steps, then cosine from lr to lr·min_lr_ratio (or constant)."""
-    warm = min(1.0, (step + 1) / max(1, args.warmup))
+def lr_base(args, progress: float, cap: float | None = None) -> float:
+    """The schedule's LR (before warmup) at ``progress``, the fraction of the run done.
+
+    One of LR_SCHEDULES from lr down to lr·min_lr_ratio: "cosine" over the whole run; "wsd"
+    (warmup-stable-decay) constant until 1 − decay_fraction, then cosine over the rest;
+    "constant". ``cap`` (the value where a resumed run left off) bounds it, so extending the
+    horizon on resume never sends the LR back up: the run holds the cap until the new schedule
+    falls below it, then decays with it."""
+    if args.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {args.lr_schedule!r}")
+    p = min(1.0, max(0.0, progress))
     if args.lr_schedule == "constant":
-        return args.lr * warm
-    floor = args.lr * args.min_lr_ratio
-    cos = floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cos * warm
+        value = args.lr
+    else:
+        if args.lr_schedule == "wsd":
+            frac = args.decay_fraction
+            p = max(0.0, (p - (1 - frac)) / frac) if frac > 0 else 0.0
+        floor = args.lr * args.min_lr_ratio
+        value = floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * p))
+    return value if cap is None else min(value, cap)
+
+
+def lr_at(args, step: int, progress: float, cap: float | None = None) -> float:
+    """Linear warmup over args.warmup steps times ``lr_base(args, progress, cap)``."""
+    warm = min(1.0, (step + 1) / max(1, args.warmup))
+    return warm * lr_base(args, progress, cap)
+
+
+def resume_lr_cap(state: dict, run_dir: Path) -> float | None:
+    """The schedule LR a resumed run left off at: state["lr_base"], else (checkpoints written
+    before it was recorded) the last LR in log.jsonl. None for a fresh run."""
+    if state.get("lr_base") is not None:
+        return float(state["lr_base"])
+    log = run_dir / "log.jsonl"
+    if state.get("step", 0) > 0 and log.is_file():
+        lines = log.read_text().splitlines()
+        if lines:
+            return float(json.loads(lines[-1])["lr"])
+    return None
+
+
+def training_step(
+    model: VideoUNet,
+    opt: torch.optim.Optimizer,
+    x0: torch.Tensor,  # [B, F, C, H, W] in [−1, 1]
+    labels: torch.Tensor,  # [B] long
+    abar: torch.Tensor,
+    generator: torch.Generator,
+    args,
+    forward=None,
+) -> tuple[float, float]:
+    """One optimizer step of the recipe in ``args``; returns (loss, unweighted loss)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+        loss, raw = diffusion_loss(
+            model,
+            x0,
+            labels,
+            abar,
+            generator,
+            label_dropout=args.label_dropout,
+            mask_probs=args.mask_probs,
+            loss=args.loss,
+            eta=args.charbonnier_eta,
+            weighting=args.loss_weighting,
+            snr_gamma=args.snr_gamma,
+            t_share=args.t_share,
+            forward=forward,
+            return_unweighted=True,
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.grad_clip and args.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    opt.step()
+    return float(loss.detach()), float(raw)
 
 
 def hardware_string(threads: int) -> str:
@@ -374,6 +525,9 @@ def run(args) -> int:
     )
 
     abar = alphas_cumprod(config)
+    lr_cap = None if args.lr_restart else resume_lr_cap(state, run_dir)
+    if lr_cap is not None:
+        say(f"LR capped at {lr_cap:.3g}, where the run left off (--lr-restart to lift)")
     stop = {"signal": None}
 
     def on_signal(signum, frame):  # finish the current step, then checkpoint and exit
@@ -383,8 +537,9 @@ def run(args) -> int:
     limit_s = args.time_limit * 60 if args.time_limit else None
     last_log_t, last_log_step = time.perf_counter(), state["step"]
     wall0 = state["wall_time"]
-    t_start = time.perf_counter()
+    t_start = last_ckpt = time.perf_counter()
     window_losses: list[float] = []
+    window_raw: list[float] = []
     reason = "done"
     try:
         while True:
@@ -402,35 +557,23 @@ def run(args) -> int:
                 state["step"] / args.steps if args.steps else 0.0,
                 elapsed / limit_s if limit_s else 0.0,
             )
-            lr = lr_at(args, state["step"], progress)
+            base = lr_base(args, progress, lr_cap)
+            lr = lr_at(args, state["step"], progress, lr_cap)
             for g in opt.param_groups:
                 g["lr"] = lr
             frames, labels = generate_clips(args.batch_size, config.window, config.image_size, rng)
-            x0 = to_model_range(frames)
-            loss = diffusion_loss(
-                model,
-                x0,
-                torch.from_numpy(labels),
-                abar,
-                generator,
-                label_dropout=args.label_dropout,
-                mask_probs=args.mask_probs,
-                loss=args.loss,
-                eta=args.charbonnier_eta,
+            lv, raw = training_step(
+                model, opt, to_model_range(frames), torch.from_numpy(labels), abar, generator, args
             )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.grad_clip and args.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            opt.step()
             step = state["step"] = state["step"] + 1
+            state["lr_base"] = base
             ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
-            lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise FloatingPointError(f"loss is {lv} at step {step}")
             window_losses.append(lv)
-            le = state["loss_ema"]
-            state["loss_ema"] = lv if le is None else 0.98 * le + 0.02 * lv
+            window_raw.append(raw)
+            le = state["loss_ema"]  # of the unweighted loss: comparable across weightings
+            state["loss_ema"] = raw if le is None else 0.98 * le + 0.02 * raw
             state["wall_time"] = wall0 + (time.perf_counter() - t_start)
             if step % args.log_every == 0:
                 now = time.perf_counter()
@@ -445,7 +588,9 @@ def run(args) -> int:
                     "clips_per_s": sps * args.batch_size,
                     "wall_time": state["wall_time"],
                 }
-                window_losses = []
+                if args.loss_weighting != "uniform":  # the unweighted loss stays comparable
+                    rec["loss_unweighted"] = sum(window_raw) / len(window_raw)
+                window_losses, window_raw = [], []
                 state["losses"].append([step, round(rec["loss"], 6)])
                 with open(run_dir / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
@@ -454,8 +599,10 @@ def run(args) -> int:
                     f"lr {lr:.2e} | {sps:.3f} steps/s ({rec['clips_per_s']:.2f} clips/s) | "
                     f"{state['wall_time']:.0f} s"
                 )
-            if args.ckpt_every and step % args.ckpt_every == 0:
+            due = args.ckpt_minutes and time.perf_counter() - last_ckpt >= args.ckpt_minutes * 60
+            if (args.ckpt_every and step % args.ckpt_every == 0) or due:
                 save_checkpoint(run_dir, model, ema, opt, generator, rng, state)
+                last_ckpt = time.perf_counter()
     except KeyboardInterrupt:
         reason = "KeyboardInterrupt"
     finally:

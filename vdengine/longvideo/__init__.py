@@ -1,25 +1,30 @@
 """Long videos: num_frames far beyond the model's window, in memory that does not grow with it.
 
-Strategies (``generate(..., long_video=...)``; each is a small module here):
+Strategies are objects passed as ``generate(long_video=...)`` (strategies.py), each sampled by
+its own small module:
 
-- ``"autoregressive"`` (autoregressive.py): windows of L frames, each conditioned on the last S
-  generated frames through the context mask, with context guidance (Video LDM prediction).
-- ``"shared_noise"`` (noise.py): VideoFusion's decomposed initial noise √λ·b + √(1−λ)·r_i with
-  one base noise b for the whole video. Alone: independent back-to-back windows; combined:
-  ``"autoregressive+shared_noise"``, ``"sliding+shared_noise"``, ``"keyframes+shared_noise"``.
-- ``"sliding"`` (sliding.py): overlapping windows denoised jointly at every step and averaged
-  where they overlap (Gen-L-Video / MultiDiffusion along time).
-- ``"keyframes"`` (keyframes.py): keyframes every L − 1 frames, then every gap filled with both
-  ends known (Video LDM interpolation).
+- ``Autoregressive(context_frames=2, context_guidance=1.5)`` (autoregressive.py): windows of L
+  frames, each conditioned on the last S generated frames through the context mask, with
+  context guidance (Video LDM prediction). Needs a model with context conditioning.
+- ``SharedNoise(lam=0.5)`` (noise.py): VideoFusion's decomposed initial noise √λ·b + √(1−λ)·r_i
+  with one base noise b for the whole video. Alone: independent back-to-back windows; as
+  ``noise=`` of another strategy: that strategy's initial noise.
+- ``Sliding(stride=None, blend="triangular")`` (sliding.py): overlapping windows denoised
+  jointly at every step and averaged where they overlap (Gen-L-Video / MultiDiffusion along
+  time). Works for every model type.
+- ``Keyframes(...)`` (keyframes.py): keyframes every L − 1 frames, then every gap filled with both
+  ends known (Video LDM interpolation). Needs context conditioning.
 
-`generate_chunks` yields finished frames, uint8 [B, n, H, W, 3], as windows finish, so the
-caller writes them (vdengine.io.VideoWriter) and drops them; Pipeline.generate does exactly that
-when given ``output=``. All B videos of a call share every denoiser forward (batch axis).
+A name is a shorthand for the defaults: ``long_video="sliding"``, ``"autoregressive+shared_noise"``.
+
+`generate_chunks` yields finished frames (or latents) as windows finish, so the caller writes
+them (vdengine.io.VideoWriter) and drops them; Pipeline.generate does exactly that when given
+``output=``. All B videos of a call share every denoiser forward (batch axis).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,47 +32,51 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vdengine.longvideo import autoregressive, keyframes, noise, sliding
-from vdengine.longvideo.common import (
-    CONTEXT_STRATEGIES,
-    STRATEGIES,
-    WINDOW_STRATEGIES,
-    Denoiser,
-    LongVideoOptions,
-    LongVideoStats,
-    parse_strategy,
-)
 from vdengine.longvideo.noise import NoiseSource
+from vdengine.longvideo.strategies import (
+    BLENDS,
+    STRATEGIES,
+    Autoregressive,
+    Keyframes,
+    SharedNoise,
+    Sliding,
+    Strategy,
+    as_strategy,
+)
+from vdengine.sampling import GuidedSampler
 
 __all__ = [
-    "CONTEXT_STRATEGIES",
+    "BLENDS",
     "STRATEGIES",
-    "WINDOW_STRATEGIES",
-    "Denoiser",
-    "LongVideoOptions",
-    "LongVideoStats",
+    "Autoregressive",
+    "Keyframes",
     "NoiseSource",
+    "SharedNoise",
+    "Sliding",
+    "Strategy",
+    "as_strategy",
     "boundaries",
     "collect",
     "generate_chunks",
-    "parse_strategy",
 ]
 
 _MODULES = {
-    "autoregressive": autoregressive,
-    "shared_noise": noise,
-    "sliding": sliding,
-    "keyframes": keyframes,
+    Autoregressive: autoregressive,
+    SharedNoise: noise,
+    Sliding: sliding,
+    Keyframes: keyframes,
 }
 
 
-def boundaries(opts: LongVideoOptions, num_frames: int) -> list[int]:
-    """Frames f whose pair (f − 1, f) straddles two denoising windows (for seam measures)."""
-    L = opts.window
-    if opts.strategy == "autoregressive":
-        return autoregressive.boundaries(num_frames, L, opts.context_frames)
-    if opts.strategy == "sliding":
-        return sliding.boundaries(num_frames, L, opts.stride)
-    if opts.strategy == "keyframes":
+def boundaries(strategy: Strategy, num_frames: int) -> list[int]:
+    """Frames f whose pair (f − 1, f) straddles two denoising windows (for seam measures);
+    `strategy` must be resolved (its window known)."""
+    L = strategy.window
+    if isinstance(strategy, Autoregressive):
+        return autoregressive.boundaries(num_frames, L, strategy.context_frames)
+    if isinstance(strategy, Sliding):
+        return sliding.boundaries(num_frames, L, strategy.stride)
+    if isinstance(strategy, Keyframes):
         return keyframes.boundaries(num_frames, L)
     return [s for s in noise.plan(num_frames, L) if 0 < s < num_frames]
 
@@ -81,49 +90,41 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
 @torch.inference_mode()
 def generate_chunks(
-    pipe,
+    loop: GuidedSampler,
+    strategy: Strategy,
     num_frames: int,
-    options: LongVideoOptions,
+    batch_size: int,
+    frame_shape: tuple[int, int, int],
     *,
-    steps: int = 8,
-    sampler: str = "ddim",
-    batch_size: int = 1,
-    seed: int = 0,
-    labels: Tensor | None = None,
-    guidance_scale: float | None = None,
-    eta: float = 0.0,
-    spacing: str = "trailing",
+    device: torch.device,
+    dtype: torch.dtype,
     progress: bool = False,
-    stats: LongVideoStats | None = None,
+    decode: Callable[[Tensor], np.ndarray] = to_uint8,
 ) -> Iterator[np.ndarray]:
-    """Generate `batch_size` long videos of `num_frames` frames, chunk by chunk.
+    """Sample `batch_size` long videos of `num_frames` frames, chunk by chunk.
 
     Args:
-        pipe: a loaded `vdengine.api.Pipeline`.
-        options: a resolved `LongVideoOptions` (see LongVideoOptions.resolve).
-        labels: long [batch_size] class labels, or None; guidance_scale needs them.
-        stats: counters to fill (frame evaluations, forwards, windows).
-        The rest as Pipeline.generate (arguments are assumed validated there).
+        loop: the call's sampling loop (denoiser, sampler, conditioning, seeded generator).
+        strategy: a strategy resolved against the denoiser (``strategy.resolve(spec)``).
+        frame_shape: (C, H, W) of one latent frame.
+        decode: latent chunk [B, n, C, H, W] → what is yielded (default: uint8 frames
+            [B, n, H, W, 3] of a pixel-space model).
 
-    Yields uint8 frames [batch_size, n, H, W, 3], in order, n >= 1, Σn = num_frames. Random
-    draws come from one CPU generator seeded with `seed`, window after window.
+    Yields decoded chunks in frame order, n >= 1 frames each, Σn = num_frames. The initial noise
+    comes from the loop's CPU generator, window after window.
     """
-    stats = LongVideoStats() if stats is None else stats
-    cfg = pipe.config
-    generator = torch.Generator().manual_seed(int(seed))
-    source = NoiseSource(batch_size, (cfg.channels, cfg.image_size, cfg.image_size), generator,
-                         options.noise_lambda, pipe.device, pipe.dtype)
-    den = Denoiser(pipe, steps=steps, sampler=sampler, eta=eta, spacing=spacing,
-                   guidance_scale=guidance_scale, generator=generator, stats=stats)
-    run = _MODULES[options.strategy].generate_latents
+    source = NoiseSource(batch_size, frame_shape, loop.generator, strategy.noise_lambda,
+                         device, dtype)
+    run = _MODULES[type(strategy)].generate_latents
     with tqdm(total=num_frames, disable=not progress, unit="frame", leave=False,
-              desc=options.name) as bar:
-        for latents in run(den, source, num_frames, options, labels):
-            frames = to_uint8(latents)
+              desc=strategy.label) as bar:
+        for latents in run(loop, source, num_frames, strategy):
+            out = decode(latents)
+            n = latents.shape[1]
             del latents
-            stats.output_frames += frames.shape[1]
-            bar.update(frames.shape[1])
-            yield frames
+            loop.stats.output_frames += n
+            bar.update(n)
+            yield out
 
 
 def collect(chunks: Iterator[np.ndarray], *, output=None, fps: float = 8, upscale: int = 1):
@@ -148,3 +149,5 @@ def collect(chunks: Iterator[np.ndarray], *, output=None, fps: float = 8, upscal
         if close is not None:
             close()
     return writer.path
+
+

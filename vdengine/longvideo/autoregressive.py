@@ -11,7 +11,7 @@ clip known); its L − S other frames are new. Context guidance (Video LDM, Eq. 
 with both terms in one forward ([no context; context] rows stacked on the batch axis, combined
 by the fused sampler op). s = 1 is plain conditioning and skips the unconditioned rows. As in
 training, the known frames also enter the noisy input x_t noised to the step's level
-(`Denoiser._replacing`), rather than as the sampler's own estimate of them.
+(`GuidedSampler._replacing`), rather than as the sampler's own estimate of them.
 
 Cost per output frame: steps × L/(L − S) × (2 if s ≠ 1 else 1) frame-evaluations (label
 guidance: ×2, or ×3 together with context guidance); 16-frame windows with S = 2 and s = 1.5 at
@@ -27,8 +27,9 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
-from vdengine.longvideo.common import Denoiser, LongVideoOptions
 from vdengine.longvideo.noise import NoiseSource
+from vdengine.longvideo.strategies import Autoregressive, Keyframes
+from vdengine.sampling import GuidedSampler
 
 __all__ = ["boundaries", "generate_latents", "plan"]
 
@@ -50,11 +51,10 @@ def boundaries(num_frames: int, window: int, context_frames: int) -> list[int]:
 
 
 def generate_latents(
-    den: Denoiser,
+    den: GuidedSampler,
     noise: NoiseSource,
     num_frames: int,
-    opts: LongVideoOptions,
-    labels: Tensor | None,
+    opts: Autoregressive | Keyframes,
 ) -> Iterator[Tensor]:  # float [B, n, C, H, W] new frames, in order
     """Yield each window's new frames as soon as the window is sampled (the last chunk is trimmed
     to num_frames); only the last S frames are kept for the next window."""
@@ -65,14 +65,14 @@ def generate_latents(
         x = noise.draw(L)
         den.stats.windows += 1
         if prev is None:
-            out = den.sample(x, labels)
+            out = den.sample(x)
             new = out
         else:
             context = x.new_zeros(x.shape)
             context[:, :S] = prev
             mask = x.new_zeros(x.shape[:2])
             mask[:, :S] = 1
-            out = den.sample(x, labels, context=context, mask=mask,
+            out = den.sample(x, context=context, mask=mask,
                              context_guidance=opts.context_guidance)
             new = out[:, S:]
         prev = out[:, L - S :].clamp(-1.0, 1.0).clone()

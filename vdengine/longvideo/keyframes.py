@@ -35,8 +35,9 @@ import torch
 from torch import Tensor
 
 from vdengine.longvideo import autoregressive
-from vdengine.longvideo.common import Denoiser, LongVideoOptions, repeat_rows
 from vdengine.longvideo.noise import NoiseSource
+from vdengine.longvideo.strategies import Keyframes
+from vdengine.sampling import GuidedSampler
 
 __all__ = ["boundaries", "generate_latents", "keyframe_positions"]
 
@@ -57,11 +58,10 @@ def boundaries(num_frames: int, window: int) -> list[int]:
 
 
 def _fill(
-    den: Denoiser,
+    den: GuidedSampler,
     noise: NoiseSource,
     keys: list[Tensor],  # g + 1 keyframes, each [B, C, H, W]
-    opts: LongVideoOptions,
-    labels: Tensor | None,
+    opts: Keyframes,
 ) -> list[Tensor]:  # g chunks [B, L − 1, C, H, W]: K_j and the L − 2 frames after it
     L = opts.window
     g = len(keys) - 1
@@ -73,7 +73,7 @@ def _fill(
     mask = x.new_zeros(x.shape[:2])
     mask[:, 0] = mask[:, L - 1] = 1
     den.stats.windows += g
-    out = den.sample(x, repeat_rows(labels, g), context=context, mask=mask,
+    out = den.sample(x, context=context, mask=mask,
                      context_guidance=opts.context_guidance)
     chunks = []
     for j in range(g):
@@ -83,22 +83,21 @@ def _fill(
 
 
 def generate_latents(
-    den: Denoiser,
+    den: GuidedSampler,
     noise: NoiseSource,
     num_frames: int,
-    opts: LongVideoOptions,
-    labels: Tensor | None,
+    opts: Keyframes,
 ) -> Iterator[Tensor]:  # float [B, n, C, H, W], in order
     L, k = opts.window, opts.window - 1
     if num_frames <= L:  # one window: no keyframes needed
-        yield from autoregressive.generate_latents(den, noise, num_frames, opts, labels)
+        yield from autoregressive.generate_latents(den, noise, num_frames, opts)
         return
     last = keyframe_positions(num_frames, L)[-1]
     pending: list[Tensor] = []  # keyframes whose following gap is not filled yet
     tail: list[Tensor] = []  # frames after the last keyframe (fewer than L − 1)
     seen = 0  # frames of the keyframe pass consumed
 
-    for chunk in autoregressive.generate_latents(den, noise, num_frames, opts, labels):
+    for chunk in autoregressive.generate_latents(den, noise, num_frames, opts):
         for i in range(chunk.shape[1]):
             f = seen + i
             if f % k == 0:
@@ -108,11 +107,11 @@ def generate_latents(
         seen += chunk.shape[1]
         del chunk
         while len(pending) > opts.window_batch:
-            yield from _fill(den, noise, pending[: opts.window_batch + 1], opts, labels)
+            yield from _fill(den, noise, pending[: opts.window_batch + 1], opts)
             pending = pending[opts.window_batch :]
     while len(pending) > 1:
         group = pending[: opts.window_batch + 1]
-        yield from _fill(den, noise, group, opts, labels)
+        yield from _fill(den, noise, group, opts)
         pending = pending[len(group) - 1 :]
     # The last keyframe, then the frames after it straight from the keyframe pass.
     yield torch.stack([pending[-1], *tail], dim=1)

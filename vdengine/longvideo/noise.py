@@ -24,7 +24,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from vdengine.longvideo.common import Denoiser, LongVideoOptions
+from vdengine.longvideo.strategies import SharedNoise
+from vdengine.sampling import GuidedSampler
 
 __all__ = ["NoiseSource", "generate_latents", "plan"]
 
@@ -76,11 +77,10 @@ def plan(num_frames: int, window: int) -> list[int]:
 
 
 def generate_latents(
-    den: Denoiser,
+    den: GuidedSampler,
     noise: NoiseSource,
     num_frames: int,
-    opts: LongVideoOptions,
-    labels: Tensor | None,
+    opts: SharedNoise,
 ) -> Iterator[Tensor]:  # float [B, n, C, H, W] chunks
     """"shared_noise" alone: back-to-back windows of L frames, each sampled independently (no
     context) from the shared-base noise. The base noise is the only link between windows, so
@@ -92,7 +92,7 @@ def generate_latents(
     for _ in plan(num_frames, L):
         x = noise.draw(L)
         den.stats.windows += 1
-        out = den.sample(x, labels)
+        out = den.sample(x)
         n = min(L, num_frames - emitted)
         yield out[:, :n]
         emitted += n

@@ -35,8 +35,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from vdengine.longvideo.common import BLENDS, Denoiser, LongVideoOptions, chunks, repeat_rows
 from vdengine.longvideo.noise import NoiseSource
+from vdengine.longvideo.strategies import BLENDS, Sliding
+from vdengine.sampling import GuidedSampler, Rows, repeat_rows
 
 __all__ = ["BLENDS", "blend_weights", "boundaries", "generate_latents", "plan"]
 
@@ -73,16 +74,15 @@ def boundaries(num_frames: int, window: int, stride: int) -> list[int]:
 
 
 def generate_latents(
-    den: Denoiser,
+    den: GuidedSampler,
     noise: NoiseSource,
     num_frames: int,
-    opts: LongVideoOptions,
-    labels: Tensor | None,
+    opts: Sliding,
 ) -> Iterator[Tensor]:  # float [B, n, C, H, W], yielded after the last step
     L = opts.window
     total = max(num_frames, L)
     starts = plan(total, L, opts.stride)
-    groups = chunks(starts, opts.window_batch)
+    groups = [starts[i : i + opts.window_batch] for i in range(0, len(starts), opts.window_batch)]
     den.stats.windows += len(starts)
     x = noise.draw(total)  # [B, N, C, H, W]
     w = blend_weights(L, opts.blend if len(starts) > 1 else "uniform").to(x.device, x.dtype)
@@ -92,20 +92,20 @@ def generate_latents(
     inv_cover = cover.reciprocal()[None, :, None, None, None]
     weight = None if opts.blend == "uniform" or len(starts) == 1 else w[None, :, None, None, None]
 
-    def windowed(x_in: Tensor, t_in: Tensor, label: Tensor | None, context, mask) -> Tensor:
+    def windowed(x_in: Tensor, t_in: Tensor, rows: Rows, context, mask) -> Tensor:
         # x_in [R, N, C, H, W] (R = B, or 2B under label guidance); out: the per-frame mean of
         # the windows' outputs.
-        rows = x_in.shape[0]
+        n = x_in.shape[0]
         out = torch.zeros_like(x_in)
         for group in groups:
             xs = torch.cat([x_in[:, s : s + L] for s in group])  # [len(group)·R, L, ...]
-            o = den.forward(xs, t_in, repeat_rows(label, len(group)), None, None)
+            o = den.forward(xs, t_in, repeat_rows(rows, len(group)), None, None)
             for i, s in enumerate(group):
-                part = o[i * rows : (i + 1) * rows]
+                part = o[i * n : (i + 1) * n]
                 out[:, s : s + L] += part if weight is None else part * weight
             del xs, o
         return out.mul_(inv_cover)
 
-    x = den.sample(x, labels, forward=windowed)
+    x = den.sample(x, forward=windowed)
     for start in range(0, num_frames, L):
         yield x[:, start : min(start + L, num_frames)]

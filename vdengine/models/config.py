@@ -7,9 +7,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
-SCHEDULES = ("linear", "cosine")
-HEAD_DIMS = (16, 32, 64, 128)  # what ops.temporal_attention supports
+from vdengine.ops.temporal_attention import HEAD_DIMS
+from vdengine.schedules import KINDS as SCHEDULES
+from vdengine.schedules import PREDICTION_TYPES as _ALL_PREDICTION_TYPES
+
+#: What a VideoUNet may be trained to predict: the targets the training recipe
+#: (vdengine.balls.train) computes. "sample" (x0) has no target there yet.
+TRAINABLE_PREDICTION_TYPES = tuple(p for p in _ALL_PREDICTION_TYPES if p != "sample")
 
 
 @dataclass
@@ -68,8 +72,8 @@ class ModelConfig:
         def bad(msg: str) -> None:
             raise ValueError(f"ModelConfig: {msg}")
 
-        if self.prediction_type not in PREDICTION_TYPES:
-            bad(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.prediction_type not in TRAINABLE_PREDICTION_TYPES:
+            bad(f"prediction_type must be one of {TRAINABLE_PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.schedule not in SCHEDULES:
             bad(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not self.channel_mult:

@@ -9,6 +9,7 @@ never repeated in memory. Specification: vdengine.ops.reference.posgn.
 import torch
 from torch import Tensor
 
+from vdengine._validate import check_int, check_real
 from vdengine.ops import _checks as ck
 
 __all__ = ["posgn"]
@@ -49,8 +50,8 @@ def posgn(
     ck.tensor(shift, "shift")
     ck.tensor(weight, "weight", allow_none=True)
     ck.tensor(bias, "bias", allow_none=True)
-    num_groups = ck.positive_int(num_groups, "num_groups")
-    eps = ck.positive_real(eps, "eps")
+    num_groups = check_int("num_groups", num_groups, min=1)
+    eps = check_real("eps", eps, positive=True)
     silu = ck.flag(silu, "silu")
     if torch.is_grad_enabled():
         ck.no_grad("posgn", {"x": x, "scale": scale, "shift": shift, "weight": weight,
@@ -62,8 +63,8 @@ def _validate(
     x: Tensor, scale: Tensor, shift: Tensor, num_groups: int, weight: Tensor | None,
     bias: Tensor | None, eps: float,
 ) -> None:
-    ck.positive_int(num_groups, "num_groups")
-    ck.positive_real(eps, "eps")
+    check_int("num_groups", num_groups, min=1)
+    check_real("eps", eps, positive=True)
     ck.rank(x, "x", 4, "[N, C, H, W]")
     ck.rank(scale, "scale", 4, "[M, C, H, W]")
     ck.rank(shift, "shift", 4, "[M, C, H, W]")

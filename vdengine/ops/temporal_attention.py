@@ -9,6 +9,7 @@ copy). Specification: vdengine.ops.reference.temporal_attention.
 import torch
 from torch import Tensor
 
+from vdengine._validate import check_int, check_real
 from vdengine.ops import _checks as ck
 
 __all__ = ["HEAD_DIMS", "MAX_CUDA_HEAD_DIM", "MAX_FRAMES", "temporal_attention"]
@@ -59,9 +60,9 @@ def temporal_attention(
     ck.tensor(k, "k")
     ck.tensor(v, "v")
     ck.tensor(bias, "bias", allow_none=True)
-    num_frames = ck.positive_int(num_frames, "num_frames")
-    num_heads = ck.positive_int(num_heads, "num_heads")
-    scale = ck.real(scale, "scale", allow_none=True)
+    num_frames = check_int("num_frames", num_frames, min=1, max=MAX_FRAMES)
+    num_heads = check_int("num_heads", num_heads, min=1)
+    scale = check_real("scale", scale, allow_none=True)
     if torch.is_grad_enabled():
         ck.no_grad("temporal_attention", {"q": q, "k": k, "v": v, "bias": bias})
     return _attention_op(q, k, v, num_frames, num_heads, bias, scale)
@@ -71,8 +72,8 @@ def _validate(
     q: Tensor, k: Tensor, v: Tensor, num_frames: int, num_heads: int, bias: Tensor | None,
 ) -> int:
     """Checks everything the kernel assumes; returns head_dim."""
-    ck.positive_int(num_frames, "num_frames")
-    ck.positive_int(num_heads, "num_heads")
+    check_int("num_frames", num_frames, min=1, max=MAX_FRAMES)
+    check_int("num_heads", num_heads, min=1)
     for name, t in (("q", q), ("k", k), ("v", v)):
         ck.rank(t, name, 3, "[B·F, S, C]")
         ck.floating(t, name)
@@ -84,8 +85,6 @@ def _validate(
     ck.shape(k, "k", q.shape, "[B·F, S, C] like q")
     ck.shape(v, "v", q.shape, "[B·F, S, C] like q")
     rows, _, c = q.shape
-    if num_frames > MAX_FRAMES:
-        raise ValueError(f"num_frames must be in [1, {MAX_FRAMES}], got {num_frames}")
     if rows % num_frames != 0:
         raise ValueError(
             f"num_frames ({num_frames}) must divide the rows of q (B·F = {rows})"

@@ -1,17 +1,19 @@
-"""Denoiser backends behind one interface: the callable the samplers drive.
+"""Exported graphs as denoisers: ``load_graph`` runs a file written by `vdengine export` alone.
 
-    denoiser(x [B, F, C, H, W], t [1], label=[B] | None, context=None, context_mask=None)
-        -> [B, F, C, H, W] in config.prediction_type;   denoiser.config -> ModelConfig
+    from vdengine.runtime import load_graph
+    den = load_graph("m.onnx", "cpu")               # onnxruntime, from the suffix
+    den = load_graph("m.plan", "cuda")              # TensorRT (.plan / .engine; needs m.plan.json)
+    den = load_graph("m.onnx", "cpu", check_against="path/to/model_dir")   # opt-in weights check
+    out = den(x [B, F, C, H, W], t [1], label=[B] | None, context=None, context_mask=None)
 
-- "torch": the VideoUNet itself on vdengine's fused ops (vdengine.models.load_model).
-- "onnxruntime": an exported ONNX graph in an onnxruntime session (CPU or CUDA provider),
-  tensors bound in place (OnnxRuntimeDenoiser).
-- "tensorrt": a TensorRT engine built with trtexec from that graph (TensorRTDenoiser; untested in
-  this repository: TensorRT cannot be installed on its machines).
+The returned object implements vdengine.denoiser.Denoiser: ``den.spec`` is the DenoiserSpec of
+the exported model, built from the ModelConfig in the graph's metadata, so nothing but the file is
+needed (and, for TensorRT, the metadata sidecar the engine build writes). ``den.graph`` is the
+checked signature and metadata (vdengine.runtime.contract.GraphSpec).
 
-The graph backends take their ModelConfig from the exported file's metadata and check that the
-model named alongside (``model=``) has the same config and weights, so a graph exported from
-other weights (say, before the shipped model was retrained) is refused rather than silently used.
+- "onnxruntime": an InferenceSession (CPU or CUDA provider), tensors bound in place.
+- "tensorrt": an engine built with trtexec from the graph (untested in this repository:
+  TensorRT cannot be installed on its machines).
 """
 
 from __future__ import annotations
@@ -21,73 +23,75 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+from vdengine.runtime.contract import check_against as _check_against
+
+#: file suffix -> the backend that runs it
+GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
+GRAPH_BACKENDS = ("onnxruntime", "tensorrt")
 
 
-def check_backend(backend: str, path: str | os.PathLike | None) -> tuple[str, str | None]:
-    """Validate a (backend, file) pair; returns (backend, absolute file path or None)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        if path is not None:
-            raise ValueError("onnx= is only used by backend='onnxruntime' (an .onnx file) or "
-                             "backend='tensorrt' (an engine); the torch backend loads the model")
-        return backend, None
-    what = "an exported .onnx file" if backend == "onnxruntime" else "a TensorRT engine file"
-    if path is None:
-        raise ValueError(f"backend={backend!r} needs onnx= {what} "
-                         "(write one with `vdengine export --onnx PATH`)")
+def graph_backend(path: str | os.PathLike, backend: str | None = None) -> str:
+    """The backend that runs ``path``: ``backend`` when given, else the one of its suffix."""
+    if backend is not None:
+        if backend not in GRAPH_BACKENDS:
+            raise ValueError(f"backend must be one of {GRAPH_BACKENDS} (or None: from the file "
+                             f"suffix), got {backend!r}")
+        return backend
+    suffix = Path(path).suffix.lower()
+    if suffix not in GRAPH_SUFFIXES:
+        raise ValueError(f"cannot tell the backend of {str(path)!r} from its suffix "
+                         f"{suffix or '(none)'!r}: expected one of {sorted(GRAPH_SUFFIXES)}, "
+                         f"or pass backend= one of {GRAPH_BACKENDS}")
+    return GRAPH_SUFFIXES[suffix]
+
+
+def load_graph(path: str | os.PathLike, device: str | torch.device,
+               dtype: torch.dtype | None = None, backend: str | None = None,
+               check_against: str | os.PathLike | None = None):
+    """An exported graph as a Denoiser, from the file alone.
+
+    Args:
+        path: an .onnx file from `vdengine export` / vdengine.export_onnx, or a TensorRT engine
+            (.engine / .plan) from export/build_trt_engine.py with its ``<engine>.json`` beside it.
+        device: "cpu" or "cuda[:i]" (TensorRT: CUDA only): where the engine's tensors live.
+        dtype: the dtype of the x the engine feeds and of the prediction it gets back (the graph
+            casts to and from its own I/O dtype, ``den.graph.dtype``). None: float32.
+        backend: "onnxruntime" or "tensorrt"; None picks it from the suffix.
+        check_against: a model directory (or shipped model name); when given, a graph whose
+            config or weights (metadata ``weights_sha256``) differ from it is refused.
+
+    Returns:
+        an OnnxRuntimeDenoiser or TensorRTDenoiser (vdengine.denoiser.Denoiser).
+
+    Raises:
+        ValueError in one line: a missing file, an unknown suffix without backend=, a file that
+        is not a vdengine export or does not match what the engine feeds, a check_against
+        mismatch. ImportError when the backend's package is not installed.
+    """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"onnx must be a path, got {type(path).__name__}")
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     p = Path(path).expanduser()
+    backend = graph_backend(p, backend)
     if not p.is_file():
         kind = "ONNX file" if backend == "onnxruntime" else "TensorRT engine"
         raise ValueError(f"{kind} {str(p)!r} does not exist")
-    return backend, str(p.resolve())
-
-
-def load_denoiser(model: str | os.PathLike, device: torch.device, dtype: torch.dtype,
-                  backend: str = "torch", path: str | os.PathLike | None = None):
-    """The denoiser of ``model`` on ``backend`` (see the module docstring)."""
-    backend, path = check_backend(backend, path)
-    if backend == "torch":
-        from vdengine.models import load_model
-
-        net = load_model(model, device=device, dtype=dtype)
-        net.set_ops("fused")
-        return net.eval()
     if backend == "onnxruntime":
         from vdengine.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
 
-        den = OnnxRuntimeDenoiser(path, device=device)
+        den = OnnxRuntimeDenoiser(p, device=device, dtype=dtype)
     else:
         from vdengine.runtime.tensorrt_backend import TensorRTDenoiser
 
-        den = TensorRTDenoiser(path, device=device)
-    check_same_model(den, model)
+        den = TensorRTDenoiser(p, device=device, dtype=dtype)
+    if check_against is not None:
+        _check_against(den.graph, check_against)
     return den
 
 
-def check_same_model(denoiser, model: str | os.PathLike) -> None:
-    """Raise ValueError unless ``model`` resolves to the config and weights the graph holds."""
-    from vdengine.export import weights_digest
-    from vdengine.models.loading import WEIGHTS_FILE, load_config, load_state, resolve_model_dir
+# ------------------------------------------------------------------------------------------
+# Transitional: what vdengine/api.py calls until `vdengine.load("m.onnx")` goes to load_graph.
 
-    spec = denoiser.spec
-    d = resolve_model_dir(model)  # ValueError for an unknown model
-    exported_from = spec.metadata.get("model_source", "?")
-    cfg = load_config(d)
-    if cfg.to_dict() != spec.config.to_dict():
-        raise ValueError(f"{spec.source} was exported from model {exported_from!r}, whose "
-                         f"config differs from model {str(model)!r}'s: use it with the model it "
-                         f"was exported from, or re-export it from {str(model)!r}")
-    if spec.weights_sha256 is not None:
-        digest = weights_digest(load_state(Path(d) / WEIGHTS_FILE))
-        if digest != spec.weights_sha256:
-            raise ValueError(f"{spec.source} was exported from other weights than model "
-                             f"{str(model)!r} has now (exported from {exported_from!r}): use it "
-                             f"with the model it was exported from, or re-export it from "
-                             f"{str(model)!r}")
+BACKENDS = ("torch", *GRAPH_BACKENDS)
 
 
-__all__ = ["BACKENDS", "check_backend", "check_same_model", "load_denoiser"]
+__all__ = ["GRAPH_BACKENDS", "GRAPH_SUFFIXES", "graph_backend", "load_graph"]

@@ -1,6 +1,6 @@
 """The onnxruntime denoiser: an exported graph (vdengine.export_onnx) in an InferenceSession.
 
-    den = OnnxRuntimeDenoiser("balls32.onnx", device="cpu")
+    den = OnnxRuntimeDenoiser("balls32.onnx", device="cpu")   # or vdengine.runtime.load_graph
     out = den(x, t[:1], label=labels)          # same call as VideoUNet, same sampler loop
 
 Tensors stay where the sampler keeps them: every call binds the device pointers of the torch
@@ -21,8 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vdengine.export import OUTPUT_NAME, _first_line
-from vdengine.runtime._common import ELEMENT_TYPES, GraphDenoiser, TensorSpec, check_graph
+from vdengine.runtime.contract import (
+    ELEMENT_TYPES,
+    OUTPUT_NAME,
+    TensorSpec,
+    check_graph,
+    first_line,
+)
+from vdengine.runtime.graph import GraphDenoiser, graph_device
 
 _NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
 
@@ -32,7 +38,7 @@ def _import_ort():
         import onnxruntime as ort
     except ImportError:
         raise ImportError("backend='onnxruntime' needs the onnxruntime package: "
-                          "pip install 'vdengine[onnx]' (or onnxruntime-gpu for CUDA)") from None
+                          "pip install onnxruntime (or onnxruntime-gpu for CUDA)") from None
     return ort
 
 
@@ -62,17 +68,17 @@ class OnnxRuntimeDenoiser(GraphDenoiser):
         providers: override the provider list (names or (name, options) pairs); each must be in
             onnxruntime.get_available_providers().
         threads: intra-op threads of the CPU provider (default: torch.get_num_threads()).
+        dtype: the engine-side dtype of x and the prediction (GraphDenoiser; default float32).
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu",
-                 providers: list | None = None, threads: int | None = None) -> None:
+                 providers: list | None = None, threads: int | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         ort = _import_ort()
         self.path = Path(path)
-        self.device = torch.device(device)
-        if self.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device}")
+        self.device = graph_device(device)
         source = repr(str(self.path))
         if not self.path.is_file():
             raise ValueError(f"ONNX file {source} does not exist")
@@ -98,9 +104,9 @@ class OnnxRuntimeDenoiser(GraphDenoiser):
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/...
-            raise ValueError(f"onnxruntime cannot load {source}: {_first_line(e)}") from None
+            raise ValueError(f"onnxruntime cannot load {source}: {first_line(e)}") from None
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.spec = check_graph(source, meta,
+        self.graph = check_graph(source, meta,
                                 [_spec(a) for a in self.session.get_inputs()],
                                 [_spec(a) for a in self.session.get_outputs()])
         self.providers = self.session.get_providers()
@@ -113,12 +119,13 @@ class OnnxRuntimeDenoiser(GraphDenoiser):
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self._ort_device = "cuda" if self.device.type == "cuda" else "cpu"
         self._device_id = (self.device.index or 0) if self.device.type == "cuda" else 0
+        self._init_engine_side(dtype)
 
     def __call__(self, x: Tensor, t, label: Tensor | None = None, context: Tensor | None = None,
                  context_mask: Tensor | None = None) -> Tensor:
         """out [B, F, C, H, W] in x's dtype, in the model's prediction type."""
-        feeds = self.prepare(x, t, label, context, context_mask)
-        out = torch.empty(feeds["x"].shape, dtype=self.spec.dtype, device=self.device)
+        feeds = self.graph_inputs(x, t, label, context, context_mask)
+        out = torch.empty(feeds["x"].shape, dtype=self.graph.dtype, device=self.device)
         binding = self.session.io_binding()
         for name, tensor in feeds.items():
             binding.bind_input(name, self._ort_device, self._device_id, _NUMPY[tensor.dtype],

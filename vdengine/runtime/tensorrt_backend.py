@@ -6,26 +6,20 @@ API (>= 10): named I/O tensors, ``set_input_shape`` + ``set_tensor_address`` wit
 pointers, and ``execute_async_v3`` on torch's current CUDA stream (no host sync).
 
 The engine comes from export/build_trt_engine.py, which also writes ``<engine>.json`` beside it:
-the ONNX file's metadata (config, dtype, batch/frames spec), which an engine does not carry.
+the ONNX file's metadata (config, dtype, batch/frames spec), which an engine does not carry
+(vdengine.runtime.contract.metadata_path).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from vdengine.export import OUTPUT_NAME
-from vdengine.runtime._common import GraphDenoiser, TensorSpec, check_graph
-
-
-def metadata_path(engine_path: str | os.PathLike) -> Path:
-    """Where build_trt_engine.py writes the metadata of an engine: ``<engine>.json``."""
-    p = Path(engine_path)
-    return p.with_name(p.name + ".json")
+from vdengine.runtime.contract import OUTPUT_NAME, TensorSpec, check_graph, read_engine_metadata
+from vdengine.runtime.graph import GraphDenoiser, graph_device
 
 
 def _import_trt():
@@ -45,22 +39,16 @@ class TensorRTDenoiser(GraphDenoiser):
 
     backend = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cuda") -> None:
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cuda",
+                 dtype: torch.dtype | None = None) -> None:
         self.path = Path(path)
-        self.device = torch.device(device)
+        self.device = graph_device(device)
         source = repr(str(self.path))
         if self.device.type != "cuda":
             raise ValueError(f"backend='tensorrt' runs on CUDA devices, got device={self.device}")
         if not self.path.is_file():
             raise ValueError(f"TensorRT engine {source} does not exist")
-        meta_file = metadata_path(self.path)
-        if not meta_file.is_file():
-            raise ValueError(f"missing {str(meta_file)!r}, the metadata of engine {source}: "
-                             "build engines with export/build_trt_engine.py")
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"unreadable engine metadata {str(meta_file)!r}: {e}") from None
+        meta = read_engine_metadata(self.path)
         trt = _import_trt()
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
                   trt.DataType.BF16: torch.bfloat16, trt.DataType.INT32: torch.int32,
@@ -83,11 +71,12 @@ class TensorRTDenoiser(GraphDenoiser):
             spec = TensorSpec(name, dims, torch.int64 if dt == torch.int32 else dt)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(spec)
-        self.spec = check_graph(source, meta, inputs, outputs)
+        self.graph = check_graph(source, meta, inputs, outputs)
+        self._init_engine_side(dtype)
 
     def __call__(self, x: Tensor, t, label: Tensor | None = None, context: Tensor | None = None,
                  context_mask: Tensor | None = None) -> Tensor:
-        feeds = self.prepare(x, t, label, context, context_mask)
+        feeds = self.graph_inputs(x, t, label, context, context_mask)
         for name, tensor in feeds.items():
             tensor = tensor.to(self._io_dtypes[name]).contiguous()
             feeds[name] = tensor  # keep the (possibly cast) tensor alive until the launch
@@ -97,8 +86,8 @@ class TensorRTDenoiser(GraphDenoiser):
         self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execute_async_v3 failed on {self.spec.source}")
+            raise RuntimeError(f"TensorRT execute_async_v3 failed on {self.graph.source}")
         return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
-__all__ = ["TensorRTDenoiser", "metadata_path"]
+__all__ = ["TensorRTDenoiser"]

@@ -128,7 +128,8 @@ def check_guidance(guidance_scale: object, x: Tensor) -> Guidance:
             raise ValueError(f"guidance_scale as a tensor needs one scale per frame of x [B, F, ...] "
                              f"(F = x.shape[1]), got {guidance_scale.numel()} scales for x of "
                              f"shape {tuple(x.shape)}")
-        return to_device(guidance_scale.detach().to(torch.float32).contiguous(), x.device)
+        scales = guidance_scale.detach().to(torch.float32).contiguous()
+        return scales if scales.device == x.device else to_device(scales, x.device)
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
         raise TypeError(f"guidance_scale must be a float, a per-frame tensor or None, got "
                         f"{type(guidance_scale).__name__}")
