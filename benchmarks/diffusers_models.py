@@ -69,7 +69,7 @@ from diffusers import (
 
 from vdengine.adapters.diffusers import DiffusersDenoiser, accelerate
 from vdengine.adapters.diffusers.pipeline_loops import pipeline_loop
-from vdengine.denoiser import prepare_conditioning
+from vdengine.denoiser import conditioning_rows, stack_guidance
 from vdengine.samplers import from_diffusers
 
 COLUMNS = ("diffusers", "diffusers+compile", "vdengine", "vdengine+sampler", "vdengine+compile")
@@ -228,7 +228,7 @@ def make_runs(family: str, args: argparse.Namespace) -> tuple[dict[str, Callable
     if "vdengine+sampler" in args.columns:
         den = DiffusersDenoiser(unet, make_scheduler(family))
         spec = from_diffusers(make_scheduler(family))
-        cond = prepare_conditioning(den, args.batch, True, inputs, noise.device)
+        cond = stack_guidance(*conditioning_rows(den, args.batch, True, inputs, noise.device))
         scale = torch.linspace(*guidance, frames) if family == "svd" else guidance
 
         def run_engine() -> torch.Tensor:

@@ -7,7 +7,14 @@ import torch
 from _diffusers_tiny import CROSS_DIM
 from torch import Tensor
 
+from vdengine.denoiser import conditioning_rows, stack_guidance
+
 TEXT_LEN = 5
+
+
+def forward_rows(denoiser, batch_size: int, guided: bool, kwargs: dict, device) -> dict:
+    """The forward's conditioning as the engine builds it: [uncond; cond] stacked."""
+    return stack_guidance(*conditioning_rows(denoiser, batch_size, guided, kwargs, device))
 
 
 def rand(*shape: int, seed: int) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from vdengine.adapters.diffusers import DiffusersDenoiser
 from vdengine.adapters.diffusers.families import FAMILIES
-from vdengine.denoiser import Denoiser, prepare_conditioning
+from vdengine.denoiser import Denoiser
 
 CLASS = {"unet3d": "UNet3DConditionModel", "motion": "UNetMotionModel",
          "svd": "UNetSpatioTemporalConditionModel"}
@@ -38,12 +38,12 @@ def spy_forward(den, monkeypatch):
 def test_specs(dens):
     s = dens["unet3d"].spec
     assert isinstance(dens["unet3d"], Denoiser)
-    assert (s.name, s.layout, s.channels, s.window, s.sample_size) == (
-        "UNet3DConditionModel", "BCFHW", 4, None, (16, 16))
+    assert (s.name, s.layout, s.channels, s.window, s.max_frames, s.sample_size) == (
+        "UNet3DConditionModel", "BCFHW", 4, None, None, (16, 16))
     assert s.prediction_type == "epsilon" and s.schedule.kind == "scaled_linear"
     assert s.conditioning == ("encoder_hidden_states",) and not s.context
     m = dens["motion"].spec
-    assert (m.layout, m.window, m.schedule.kind) == ("BCFHW", 8, "linear")
+    assert (m.layout, m.window, m.max_frames, m.schedule.kind) == ("BCFHW", None, 8, "linear")
     v = dens["svd"].spec
     assert (v.layout, v.channels, v.prediction_type) == ("BFCHW", 4, "v_prediction")
     assert v.conditioning == ("encoder_hidden_states", "image_latents", "added_time_ids")
@@ -53,7 +53,7 @@ def test_bcfhw_model_gets_a_view_and_returns_the_engine_layout(dens, monkeypatch
     den = dens["unet3d"]
     seen = spy_forward(den, monkeypatch)
     x = _calls.rand(N, F, 4, H, W, seed=0)
-    cond = prepare_conditioning(den, N, False, _calls.user_inputs("unet3d", N, H, W), x.device)
+    cond = _calls.forward_rows(den, N, False, _calls.user_inputs("unet3d", N, H, W), x.device)
     out = den(x, torch.tensor([5.0]), **cond)
     sample = seen["sample"]
     assert sample.shape == (N, 4, F, H, W) and sample.data_ptr() == x.data_ptr()  # no copy
@@ -66,7 +66,7 @@ def test_animatediff_text_embeddings_repeated_per_frame(dens, monkeypatch):
     seen = spy_forward(den, monkeypatch)
     x = _calls.rand(N, F, 4, H, W, seed=1)
     inputs = _calls.user_inputs("motion", N, H, W)
-    cond = prepare_conditioning(den, N, True, inputs, x.device)
+    cond = _calls.forward_rows(den, N, True, inputs, x.device)
     assert cond["encoder_hidden_states"].shape == (2 * N, _calls.TEXT_LEN, 16)  # per video
     den(torch.cat([x, x]), torch.tensor([5.0]), **cond)
     ehs = seen["encoder_hidden_states"]
@@ -81,7 +81,7 @@ def test_svd_image_latents_concatenated_and_zero_for_uncond(dens, monkeypatch):
     seen = spy_forward(den, monkeypatch)
     x = _calls.rand(N, F, 4, H, W, seed=2)
     inputs = _calls.user_inputs("svd", N, H, W)
-    cond = prepare_conditioning(den, N, True, inputs, x.device)
+    cond = _calls.forward_rows(den, N, True, inputs, x.device)
     den(torch.cat([x, x]), torch.tensor([0.5]), **cond)
     sample = seen["sample"]
     assert sample.shape == (2 * N, F, 8, H, W)

@@ -18,7 +18,6 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 
 from vdengine.adapters.diffusers import DiffusersDenoiser
 from vdengine.adapters.diffusers.pipeline_loops import pipeline_loop
-from vdengine.denoiser import prepare_conditioning
 from vdengine.samplers import from_diffusers
 
 F, H, W = 4, 16, 16
@@ -53,7 +52,7 @@ def test_sampling_matches_the_pipeline_loop(family, batch, guided, tiny_unets):
 
     den = DiffusersDenoiser(unet, SCHEDULERS[family]())
     spec = from_diffusers(SCHEDULERS[family]())
-    cond = prepare_conditioning(den, batch, guided, inputs, noise.device)
+    cond = _calls.forward_rows(den, batch, guided, inputs, noise.device)
     scale = guidance
     if guided and family == "svd":
         scale = torch.linspace(*guidance, F)  # per-frame guidance, as the SVD pipeline

@@ -19,7 +19,6 @@ from vdengine.adapters.diffusers import (
 )
 from vdengine.adapters.diffusers.families import FAMILIES
 from vdengine.adapters.diffusers.layers import FusedTemporalTransformer
-from vdengine.denoiser import prepare_conditioning
 
 FAMILY_CLASS = {"unet3d": "UNet3DConditionModel", "motion": "UNetMotionModel",
                 "svd": "UNetSpatioTemporalConditionModel"}
@@ -32,8 +31,8 @@ def denoiser_for(unet, family, **kw):
 
 
 def engine_forward(den, family, latents, t, inputs, guided):
-    """The engine's path: prepare_conditioning stacks [uncond; cond], one forward."""
-    cond = prepare_conditioning(den, latents.shape[0], guided, inputs, latents.device)
+    """The engine's path: conditioning_rows + stack_guidance ([uncond; cond]), one forward."""
+    cond = _calls.forward_rows(den, latents.shape[0], guided, inputs, latents.device)
     rows = torch.cat([latents, latents]) if guided else latents
     t_in = t.expand(rows.shape[0])
     return den(rows, t_in, **cond)
@@ -192,7 +191,7 @@ def test_cuda_forward_has_no_host_sync(family, cuda_device):
     den = denoiser_for(_tiny.UNETS[family]().to(cuda_device), family)
     latents = _calls.rand(1, FRAMES, 4, HEIGHT, WIDTH, seed=8).to(cuda_device)
     inputs = _to(_calls.user_inputs(family, 1, HEIGHT, WIDTH), cuda_device, torch.float32)
-    cond = prepare_conditioning(den, 1, True, inputs, latents.device)
+    cond = _calls.forward_rows(den, 1, True, inputs, latents.device)
     x, t = torch.cat([latents, latents]), torch.full((2,), 300.0, device=cuda_device)
     den(x, t, **cond)  # warm up (lazy CUDA initialisation may sync)
     torch.cuda.synchronize()

@@ -48,7 +48,8 @@ class DiffusersDenoiser:
 
     Attributes:
         spec: the DenoiserSpec (layout BCFHW for UNet3D/AnimateDiff, BFCHW for SVD; channels =
-            the noisy latents' (4 for SVD, whose image latents the adapter concatenates)).
+            the noisy latents' (4 for SVD, whose image latents the adapter concatenates); no
+            fixed window; max_frames = AnimateDiff's motion_max_seq_length).
         unet: the accelerated model; ``report`` what was replaced (see acceleration_report).
     """
 
@@ -59,16 +60,16 @@ class DiffusersDenoiser:
         config = unet.config
         schedule, prediction = spec_schedule(scheduler_config(scheduler))
         self.kind = type(unet).__name__
-        window = None
+        max_frames = None  # AnimateDiff: its motion modules' position table
         if self.kind == "UNetMotionModel":
-            window = int(config.get("motion_max_seq_length", 32))
+            max_frames = int(config.get("motion_max_seq_length", 32))
         size = config.get("sample_size")
         if isinstance(size, int):
             size = (size, size)
         self.spec = DenoiserSpec(
             name=self.kind, channels=int(config.out_channels),
             sample_size=None if size is None else (int(size[0]), int(size[1])),
-            window=window, prediction_type=prediction, schedule=schedule,
+            window=None, max_frames=max_frames, prediction_type=prediction, schedule=schedule,
             layout=self.family.layout, conditioning=self.family.conditioning)
         self._cross_dim = int(config.cross_attention_dim)
         self._image_channels = int(config.in_channels) - int(config.out_channels)
