@@ -48,7 +48,7 @@ void launch(const GegluArgs& a, cudaStream_t stream) {
   const unsigned blocks = grid_stride_blocks(a.N * a.H / V, threads, "geglu");
   geglu_kernel<T, V><<<blocks, threads, 0, stream>>>(
       static_cast<const T*>(a.x), static_cast<const T*>(a.bias), static_cast<T*>(a.y), a.N, a.H);
-  check_launch("geglu");
+  check_launch("geglu", stream);
 }
 
 }  // namespace

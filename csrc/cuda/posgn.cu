@@ -322,8 +322,7 @@ void launch_group_norm(const GroupNormArgs& a, int G, int Cg, int HW, int L, cud
   const int threads = group >= 4096 ? 512 : 128;
   const unsigned blocks = static_cast<unsigned>((a.N / a.F) * G);
   const size_t bytes = static_cast<size_t>(group) * sizeof(T);
-  const size_t optin = static_cast<size_t>(
-      device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, op));
+  const size_t optin = static_cast<size_t>(max_smem_per_block_optin(op));
   const size_t budget = std::min(kSmemMaxBytes, optin > 2048 ? optin - 2048 : 0);
   if (bytes <= budget) {
     auto kernel = group_norm_kernel<T, V, true>;
@@ -336,7 +335,7 @@ void launch_group_norm(const GroupNormArgs& a, int G, int Cg, int HW, int L, cud
   } else {
     group_norm_kernel<T, V, false><<<blocks, threads, 0, stream>>>(a, G, Cg, HW, L);
   }
-  check_launch(op);
+  check_launch(op, stream);
 }
 
 }  // namespace
