@@ -13,6 +13,7 @@ import pytest
 import torch
 from diffusers.models.attention import FeedForward, TemporalBasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D, SpatioTemporalResBlock, TemporalConvLayer
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.transformers.transformer_temporal import (
     TransformerSpatioTemporalModel,
     TransformerTemporalModel,
@@ -24,6 +25,7 @@ from vdengine.adapters.diffusers.layers import (
     FusedFeedForward,
     FusedGroupNorm,
     FusedResnetBlock2D,
+    FusedSpatialBlock,
     FusedSpatioTemporalResBlock,
     FusedSpatioTemporalTransformer,
     FusedTemporalBasicBlock,
@@ -167,6 +169,39 @@ def test_feed_forward(family, tiny_unets):
         x = randn(B * F, 7, ff.net[0].proj.in_features, seed=i) * 2
         torch.testing.assert_close(fused(x), ff(x), **TOL)
         assert fused.fallbacks == 0
+
+
+def spatial_blocks(model: nn.Module) -> list[nn.Module]:
+    """The BasicTransformerBlocks of the spatial transformers (not the temporal ones)."""
+    found = [b for m in model.modules()
+             if isinstance(m, (Transformer2DModel, TransformerSpatioTemporalModel))
+             for b in m.transformer_blocks]
+    assert found, "the tiny model has no spatial transformer block"
+    return found
+
+
+@pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
+def test_spatial_block(family, tiny_unets):
+    for i, block in enumerate(spatial_blocks(tiny_unets[family])):
+        fused = FusedSpatialBlock(block)
+        c = block.norm1.normalized_shape[0]
+        x = randn(B * F, H * W, c, seed=i)
+        ehs = randn(B * F, 7, block.attn2.to_k.in_features, seed=50 + i)
+        torch.testing.assert_close(fused(x, encoder_hidden_states=ehs),
+                                   block(x, encoder_hidden_states=ehs), **TOL)
+        assert fused.fallbacks == 0
+
+
+def test_spatial_block_with_a_mask_runs_the_original(tiny_unets):
+    block = spatial_blocks(tiny_unets["unet3d"])[0]
+    fused = FusedSpatialBlock(block)
+    x = randn(2, H * W, block.norm1.normalized_shape[0])
+    ehs = randn(2, 7, block.attn2.to_k.in_features)
+    mask = torch.ones(2, 7)
+    mask[:, 5:] = 0
+    torch.testing.assert_close(fused(x, encoder_hidden_states=ehs, encoder_attention_mask=mask),
+                               block(x, encoder_hidden_states=ehs, encoder_attention_mask=mask))
+    assert fused.fallbacks == 1
 
 
 @pytest.mark.parametrize("silu", [False, True])

@@ -6,6 +6,8 @@ path. Tolerance: fp32, atol 5e-5 / rtol 1e-5 on outputs of magnitude ~1 (measure
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import _diffusers_calls as _calls
 import pytest
 import torch
@@ -89,12 +91,10 @@ def test_no_attention_over_frames_on_the_vdengine_path(family, tiny_unets, monke
 
 @pytest.mark.parametrize("family", ["unet3d", "motion", "svd"])
 @pytest.mark.parametrize("switch", ["temporal_attention", "temporal_conv", "group_norm",
-                                    "feed_forward"])
+                                    "feed_forward", "spatial_attention"])
 def test_each_replacement_alone(family, switch, tiny_unets):
     unet = tiny_unets[family]
-    only = AccelerationOptions(**{k: k == switch for k in
-                                  ("temporal_attention", "temporal_conv", "group_norm",
-                                   "feed_forward")})
+    only = AccelerationOptions(**{f.name: f.name == switch for f in fields(AccelerationOptions)})
     den = denoiser_for(unet, family, options=only)
     latents = _calls.rand(2, FRAMES, 4, HEIGHT, WIDTH, seed=3)
     t = torch.tensor([500.0])

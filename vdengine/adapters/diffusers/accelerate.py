@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.resnet import ResnetBlock2D, SpatioTemporalResBlock, TemporalConvLayer
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.transformers.transformer_temporal import (
     TransformerSpatioTemporalModel,
     TransformerTemporalModel,
@@ -35,6 +36,7 @@ from vdengine.adapters.diffusers.layers.feed_forward import (
     feed_forward_unsupported,
 )
 from vdengine.adapters.diffusers.layers.resnet import resnet_unsupported, temporal_conv_unsupported
+from vdengine.adapters.diffusers.layers.spatial import FusedSpatialBlock, spatial_block_unsupported
 from vdengine.adapters.diffusers.layers.spatio_temporal import temporal_basic_block_unsupported
 from vdengine.adapters.diffusers.layers.temporal_transformer import temporal_block_unsupported
 from vdengine.adapters.diffusers.options import AccelerationOptions
@@ -115,6 +117,25 @@ def _walk(module: nn.Module, prefix: str, options: AccelerationOptions,
     _fuse_silu_after_norm(module)
 
 
+def _fuse_spatial_blocks(model: nn.Module, report: AccelerationReport) -> None:
+    """The BasicTransformerBlocks of the spatial transformers (not the temporal ones, which
+    their fused parents have already taken) → FusedSpatialBlock."""
+    spatial = (Transformer2DModel, TransformerSpatioTemporalModel, FusedSpatioTemporalTransformer)
+    for name, module in model.named_modules():
+        if not isinstance(module, spatial):
+            continue
+        blocks = module.transformer_blocks
+        for i, block in enumerate(blocks):
+            if type(block) is FusedSpatialBlock:
+                continue
+            reason = spatial_block_unsupported(block)
+            if reason is not None:
+                report.kept.append((f"{name}.transformer_blocks.{i}", reason))
+                continue
+            blocks[i] = FusedSpatialBlock(block)
+            report.replaced["BasicTransformerBlock (spatial)"] += 1
+
+
 def shared_copy(model: nn.Module, device: torch.device | str | None = None,
                 dtype: torch.dtype | None = None) -> nn.Module:
     """A copy of the module tree that shares the parameter and buffer tensors of ``model`` — or,
@@ -155,6 +176,8 @@ def accelerate(unet: nn.Module, options: AccelerationOptions | None = None, *,
     model = unet if inplace else shared_copy(unet)
     report = AccelerationReport()
     _walk(model, "", options, report)
+    if options.spatial_attention:
+        _fuse_spatial_blocks(model, report)
     if options.group_norm and isinstance(getattr(model, "conv_norm_out", None), FusedGroupNorm) \
             and isinstance(getattr(model, "conv_act", None), nn.SiLU):
         model.conv_norm_out = FusedGroupNorm(model.conv_norm_out.norm, silu=True)

@@ -22,12 +22,16 @@ class AccelerationOptions:
             UNet's output norm + SiLU) on ops.group_norm.
         feed_forward: the GEGLU ``FeedForward`` of every transformer block (spatial and temporal)
             with bias, gate split and GELU in one ops.geglu pass.
+        spatial_attention: the spatial transformer blocks (``BasicTransformerBlock`` in
+            ``Transformer2DModel`` / ``TransformerSpatioTemporalModel``) with one q/k/v GEMM for
+            self-attention and the residual adds in place.
     """
 
     temporal_attention: bool = True
     temporal_conv: bool = True
     group_norm: bool = True
     feed_forward: bool = True
+    spatial_attention: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):

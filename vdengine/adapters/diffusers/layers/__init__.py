@@ -12,6 +12,7 @@ from vdengine.adapters.diffusers.layers.resnet import (
     FusedSpatioTemporalResBlock,
     FusedTemporalConvLayer,
 )
+from vdengine.adapters.diffusers.layers.spatial import FusedSpatialBlock
 from vdengine.adapters.diffusers.layers.spatio_temporal import (
     FusedSpatioTemporalTransformer,
     FusedTemporalBasicBlock,
@@ -25,6 +26,7 @@ __all__ = [
     "FusedFeedForward",
     "FusedGroupNorm",
     "FusedResnetBlock2D",
+    "FusedSpatialBlock",
     "FusedSpatioTemporalResBlock",
     "FusedSpatioTemporalTransformer",
     "FusedTemporalBasicBlock",
