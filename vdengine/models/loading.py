@@ -79,7 +79,11 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
     if not path.is_file():
         raise ValueError(f"missing {CONFIG_FILE} in model directory {str(directory)!r}")
     try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "family" in data:
+            raise ValueError(f"it holds a {data['family']!r} family model, not a VideoUNet: "
+                             "load it with vdengine.models.families.load_family")
+        return ModelConfig.from_dict(data)
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"invalid {path}: {msg}") from None
