@@ -163,6 +163,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     s = p.add_argument_group("stopping, logging, checkpoints")
     s.add_argument("--steps", type=int, help="total optimizer steps (over resumes)")
     s.add_argument("--time-limit", type=float, help="total training minutes (over resumes)")
+    s.add_argument("--cpu-time-limit", type=float,
+                   help="total CPU minutes of the training process (over resumes): a budget "
+                        "that does not depend on how busy a shared machine is")
     s.add_argument("--log-every", type=int, default=20)
     s.add_argument("--ckpt-every", type=int, default=200)
     s.add_argument("--export", help=f"export directory (default RUN_DIR/{EXPORT_DIR})")
@@ -204,6 +207,7 @@ def export(out_dir: Path, config: FamilyConfig, ema: dict, state: dict, args) ->
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": state.get("step", 0),
         "wall_time_s": round(state.get("wall_time", 0.0), 1),
+        "cpu_time_s": round(state.get("cpu_time", 0.0), 1),
         "final_loss_ema": state.get("loss_ema"),
         "hardware": state.get("hardware") or hardware_string(args.threads),
         "commands": state.get("commands", []),
@@ -252,7 +256,8 @@ def run(args) -> int:
         lr=args.lr, betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    state = {"step": 0, "wall_time": 0.0, "loss_ema": None, "losses": [], "commands": []}
+    state = {"step": 0, "wall_time": 0.0, "cpu_time": 0.0, "loss_ema": None, "losses": [],
+             "commands": []}
     if resuming:
         state.update(load_checkpoint(run_dir, model, ema, opt, generator, rng))
         say(f"resumed {run_dir} at step {state['step']} ({state['wall_time']:.0f} s trained)")
@@ -282,24 +287,31 @@ def run(args) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, on_signal) if main_thread else None
     limit_s = args.time_limit * 60 if args.time_limit else None
+    cpu_limit_s = args.cpu_time_limit * 60 if args.cpu_time_limit else None
     wall0, t_start = state["wall_time"], time.perf_counter()
+    cpu0, c_start = state.get("cpu_time", 0.0), time.process_time()
     last = (t_start, state["step"])
     window: list[float] = []
     reason = "done"
     try:
         while True:
             elapsed = wall0 + (time.perf_counter() - t_start)
+            cpu = cpu0 + (time.process_time() - c_start)
             if args.steps is not None and state["step"] >= args.steps:
                 reason = f"reached {args.steps} steps"
                 break
             if limit_s is not None and elapsed >= limit_s:
                 reason = f"time limit {args.time_limit:g} min"
                 break
+            if cpu_limit_s is not None and cpu >= cpu_limit_s:
+                reason = f"CPU time limit {args.cpu_time_limit:g} min"
+                break
             if stop["signal"]:
                 reason = stop["signal"]
                 break
             progress = max(state["step"] / args.steps if args.steps else 0.0,
-                           elapsed / limit_s if limit_s else 0.0)
+                           elapsed / limit_s if limit_s else 0.0,
+                           cpu / cpu_limit_s if cpu_limit_s else 0.0)
             lr = lr_at(args, state["step"], progress)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -326,20 +338,22 @@ def run(args) -> int:
             le = state["loss_ema"]
             state["loss_ema"] = lv if le is None else 0.98 * le + 0.02 * lv
             state["wall_time"] = wall0 + (time.perf_counter() - t_start)
+            state["cpu_time"] = cpu0 + (time.process_time() - c_start)
             if step % args.log_every == 0:
                 now = time.perf_counter()
                 sps = (step - last[1]) / max(now - last[0], 1e-9)
                 last = (now, step)
                 rec = {"step": step, "loss": sum(window) / len(window), "parts": parts,
                        "loss_ema": state["loss_ema"], "lr": lr, "steps_per_s": sps,
-                       "wall_time": state["wall_time"]}
+                       "wall_time": state["wall_time"], "cpu_time": state["cpu_time"]}
                 window = []
                 state["losses"].append([step, round(rec["loss"], 6)])
                 with open(run_dir / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
                 say(f"step {step:6d} | loss {rec['loss']:.4f} (ema {rec['loss_ema']:.4f}) "
                     f"{ {k: round(v, 4) for k, v in parts.items()} } | lr {lr:.2e} | "
-                    f"{sps:.3f} steps/s | {state['wall_time']:.0f} s")
+                    f"{sps:.3f} steps/s | {state['wall_time']:.0f} s "
+                    f"({state['cpu_time']:.0f} s CPU)")
             if args.ckpt_every and step % args.ckpt_every == 0:
                 save_checkpoint(run_dir, model, ema, opt, generator, rng, state)
     except KeyboardInterrupt:
@@ -348,6 +362,7 @@ def run(args) -> int:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     state["wall_time"] = wall0 + (time.perf_counter() - t_start)
+    state["cpu_time"] = cpu0 + (time.process_time() - c_start)
     save_checkpoint(run_dir, model, ema, opt, generator, rng, state)
     say(f"stopped ({reason}) at step {state['step']}; checkpoint in {run_dir / CKPT_DIR}")
     if not args.no_export:
