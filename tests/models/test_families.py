@@ -223,8 +223,9 @@ class _Spy:
         self.calls.append((tuple(args[0].shape), {k: v for k, v in kwargs.items()}))
 
 
-@pytest.mark.parametrize("guided", [False, True])
-def test_vidm_sampling_loop_structure(family_dirs, guided):
+@pytest.mark.parametrize("guided, sampler", [(False, "ddim"), (True, "ddim"),
+                                             (True, "dpmpp_2m")])
+def test_vidm_sampling_loop_structure(family_dirs, guided, sampler):
     pipe = load_family(family_dirs["vidm"])
     model = pipe.model
     steps, frames, b = 3, 5, 2
@@ -233,7 +234,7 @@ def test_vidm_sampling_loop_structure(family_dirs, guided):
     content, motion = _Spy(model.content), _Spy(model.motion)
     with count_evaluations(model.networks()) as calls:
         video = pipe.generate(num_frames=frames, steps=steps, batch_size=b, progress=False,
-                              output_type="pt", **kw)
+                              output_type="pt", sampler=sampler, **kw)
     content.handle.remove()
     motion.handle.remove()
     assert video.shape == (b, frames, 3, 16, 16)
