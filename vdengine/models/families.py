@@ -56,10 +56,11 @@ FAMILIES: dict[str, tuple[type[FamilyConfig], type[nn.Module]]] = {
     "vidm": (VIDMConfig, VIDM),
     "videofusion": (VideoFusionConfig, VideoFusion),
 }
-#: Timestep spacing of the families' pipelines. They predict ε on the linear β schedule, where
-#: "trailing" starts at t = 999 (√ᾱ ≈ 0.006: ε̂'s error is amplified ~160× in the first x̂_0);
-#: "leading" starts at t = 875 (√ᾱ ≈ 0.03), which samples better at 8 steps (docs/families.md).
-DEFAULT_SPACING = "leading"
+#: Sampler defaults of the families' pipelines. They predict ε in pixel space on the linear β
+#: schedule, where x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ amplifies ε̂'s error by 1/√ᾱ (≈ 160 at t = 999,
+#: ≈ 30 at t = 875): as DDPM's own sampler (and diffusers' DDPM/DDIM pixel pipelines), the
+#: samplers clip x̂_0 to the data range [−1, 1] (docs/families.md shows what it changes).
+SAMPLER_OPTIONS = {"spacing": "leading", "clip_sample": 1.0}
 
 
 # ------------------------------------------------------------------------------------ files
@@ -147,7 +148,7 @@ def load_family(name_or_path: str | os.PathLike, device: str | torch.device = "c
     model = load_family_model(name_or_path, dev, dt)
     cls = VIDMPipeline if isinstance(model, VIDM) else VideoFusionPipeline
     return cls(model=model, schedule=model.config.noise_schedule(), device=dev, dtype=dt,
-               name=str(name_or_path), sampler_options={"spacing": DEFAULT_SPACING})
+               name=str(name_or_path), sampler_options=dict(SAMPLER_OPTIONS))
 
 
 def model_summaries() -> dict[str, dict[str, Any]]:
@@ -315,7 +316,7 @@ def count_evaluations(networks: dict[str, nn.Module]) -> Iterator[dict[str, Eval
 
 
 __all__ = [
-    "DEFAULT_SPACING",
+    "SAMPLER_OPTIONS",
     "FAMILIES",
     "EvalCounter",
     "VIDMPipeline",
