@@ -41,10 +41,9 @@ from vdengine.models.loading import (
     METADATA_FILE,
     WEIGHTS_FILE,
     _atomic_write_bytes,
-    check_state_dict,
     load_metadata,
-    load_state,
     resolve_model_dir,
+    restore,
 )
 from vdengine.models.videofusion import VideoFusion, VideoFusionConfig
 from vdengine.models.vidm import VIDM, FamilyStats, VIDMConfig, sample_frames
@@ -124,17 +123,7 @@ def load_family_model(name_or_path: str | os.PathLike, device: str | torch.devic
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"invalid {d / CONFIG_FILE}: {msg}") from None
-    state = load_state(d / WEIGHTS_FILE)
-    model = build_model(config)
-    check_state_dict(model, state, str(d / WEIGHTS_FILE))
-    model.load_state_dict(state, strict=True)
-    model.to(device=device)
-    if dtype is not None:
-        model.to(dtype=dtype)
-    model.eval().requires_grad_(False)
-    model.set_ops("fused")
-    model.metadata = load_metadata(d)
-    return model
+    return restore(build_model(config), d, device, dtype, ops="fused")
 
 
 def load_family(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -316,8 +305,8 @@ def count_evaluations(networks: dict[str, nn.Module]) -> Iterator[dict[str, Eval
 
 
 __all__ = [
-    "SAMPLER_OPTIONS",
     "FAMILIES",
+    "SAMPLER_OPTIONS",
     "EvalCounter",
     "VIDMPipeline",
     "VideoFusionPipeline",
