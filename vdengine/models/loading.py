@@ -79,7 +79,11 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
     if not path.is_file():
         raise ValueError(f"missing {CONFIG_FILE} in model directory {str(directory)!r}")
     try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "family" in data:
+            raise ValueError(f"it holds a {data['family']!r} family model, not a VideoUNet: "
+                             "load it with vdengine.models.families.load_family")
+        return ModelConfig.from_dict(data)
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"invalid {path}: {msg}") from None
@@ -138,17 +142,23 @@ def load_model(
     d = resolve_model_dir(name_or_path)
     if not (d / WEIGHTS_FILE).is_file():
         raise ValueError(f"missing {WEIGHTS_FILE} in model directory {str(d)!r}")
-    config = load_config(d)
-    state = load_state(d / WEIGHTS_FILE)
-    model = VideoUNet(config)
-    check_state_dict(model, state, str(d / WEIGHTS_FILE))
+    return restore(VideoUNet(load_config(d)), d, device, dtype, ops="auto")
+
+
+def restore(model: torch.nn.Module, directory: Path, device: str | torch.device = "cpu",
+            dtype: torch.dtype | None = None, ops: str = "auto") -> torch.nn.Module:
+    """Fill a freshly built model with directory's weights (checked key by key and shape by
+    shape), move it, freeze it (eval mode, no grad), set its ops and attach ``.metadata``
+    (training.json)."""
+    state = load_state(directory / WEIGHTS_FILE)
+    check_state_dict(model, state, str(directory / WEIGHTS_FILE))
     model.load_state_dict(state, strict=True)
     model.to(device=device)
     if dtype is not None:
         model.to(dtype=dtype)
     model.eval().requires_grad_(False)
-    model.set_ops("auto")
-    model.metadata = load_metadata(d)
+    model.set_ops(ops)
+    model.metadata = load_metadata(directory)
     return model
 
 
@@ -161,5 +171,6 @@ __all__ = [
     "load_model",
     "load_state",
     "resolve_model_dir",
+    "restore",
     "save_model",
 ]
