@@ -371,7 +371,10 @@ def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backe
     if check_against is not None:
         raise ValueError("check_against= applies to exported graphs (.onnx, .engine, .plan)")
     from vdengine.models import load_model
+    from vdengine.models.families import family_of, load_family
 
+    if family_of(model) is not None:  # VIDM / VideoFusion (SEEDS.md)
+        return load_family(model, device, dtype)
     net = load_model(model, device=device, dtype=dtype).set_ops("fused")
     return _pipeline_for_denoiser(net, device, dtype, model, "torch")
 

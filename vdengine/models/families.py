@@ -256,7 +256,7 @@ class VIDMPipeline(Pipeline):
             dtype=self.dtype, stats=stats)
         frames = _progress(frames, num_frames, progress)
         if output_type != "np":
-            return self._finish(torch.cat(list(frames), dim=1), output_type, fps)
+            return self._finish(torch.cat(list(frames), dim=1), output_type, fps, 16)
         from vdengine import longvideo
 
         chunks = (Video.from_tensor(f.float()).frames for f in frames)
