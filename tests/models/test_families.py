@@ -402,7 +402,7 @@ def test_bad_inputs_are_one_line_errors(family_dirs):
         (lambda: vidm.generate(num_frames=0), ValueError, "num_frames must be >= 1"),
         (lambda: vidm.generate(long_video="sliding"), ValueError, "does not apply to VIDM"),
         (lambda: vidm.generate(latents=torch.zeros(1)), ValueError, "does not apply to VIDM"),
-        (lambda: vidm.generate(sampler="euler"), ValueError, "sampler must be one of"),
+        (lambda: vidm.generate(sampler="heun"), ValueError, "sampler must be one of"),
         (lambda: vidm.generate(colour=3), ValueError, "unexpected argument"),
         (lambda: vidm.generate(label=9), ValueError, r"label must be in \[0, 4\)"),
         (lambda: vidm.generate(guidance_scale=2.0), ValueError, "needs label="),
