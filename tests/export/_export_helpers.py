@@ -22,9 +22,9 @@ def make_tiny_model(seed: int = 0):
 def sample_frames(denoiser, *, batch: int, frames: int, steps: int, seed: int,
                   label=None, guidance_scale: float | None = None):
     """uint8 frames [B, F, H, W, 3] of a DDIM run of ``denoiser`` (any vdengine Denoiser) from
-    seeded CPU noise, with the engine's conditioning path (prepare_conditioning: labels, and the
+    seeded CPU noise, with the engine's conditioning path (conditioning_rows + stack_guidance: labels, and the
     [uncond; cond] rows under guidance)."""
-    from vdengine.denoiser import prepare_conditioning
+    from vdengine.denoiser import conditioning_rows, stack_guidance
     from vdengine.samplers import get_sampler
     from vdengine.video import Video
 
@@ -33,8 +33,8 @@ def sample_frames(denoiser, *, batch: int, frames: int, steps: int, seed: int,
     noise = torch.randn(batch, frames, spec.channels, h, w,
                         generator=torch.Generator().manual_seed(seed))
     user = {} if label is None else {"label": label}
-    cond = prepare_conditioning(denoiser, batch, guidance_scale is not None, user,
-                                torch.device("cpu"))
+    cond = stack_guidance(*conditioning_rows(denoiser, batch, guidance_scale is not None, user,
+                                             torch.device("cpu")))
     out = get_sampler("ddim")(denoiser, noise, spec.schedule, steps,
                               prediction_type=spec.prediction_type,
                               guidance_scale=guidance_scale, extra_args=cond, disable=True)
