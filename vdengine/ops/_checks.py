@@ -13,7 +13,6 @@ the outputs, which tests can make NaN-poisoned to catch elements a kernel forget
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from numbers import Integral, Real
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vdengine._validate import check_real
 from vdengine.ops import _native
 
 #: dtypes the CUDA kernels take (fp32 accumulation inside).
@@ -50,24 +50,11 @@ def positive_int(value: object, name: str) -> int:
 
 def real(value: object, name: str, *, allow_none: bool = False) -> float | None:
     """A finite real number (Python or numpy int/float, not bool), returned as a Python float."""
-    if value is None and allow_none:
-        return None
-    if type(value) is float or type(value) is int:  # the common case, without ABC checks
-        value = float(value)
-    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        what = "a float or None" if allow_none else "a float"
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+    return check_real(name, value, allow_none=allow_none)
 
 
 def positive_real(value: object, name: str, *, allow_none: bool = False) -> float | None:
-    v = real(value, name, allow_none=allow_none)
-    if v is not None and v <= 0:
-        raise ValueError(f"{name} must be positive, got {v}")
-    return v
+    return check_real(name, value, positive=True, allow_none=allow_none)
 
 
 def flag(value: object, name: str) -> bool:

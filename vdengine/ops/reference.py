@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# One home for the prediction types and the (x0, ε) conversion: the noise-schedule module.
+from vdengine.schedules import PREDICTION_TYPES, predict_x0_eps
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -140,25 +141,6 @@ def combine_guidance(model_output: Tensor, rows: int, guidance_scale: float | Te
         shape = (1, guidance_scale.numel(), *([1] * (model_output.dim() - 2)))
         guidance_scale = guidance_scale.to(model_output.dtype).reshape(shape)
     return uncond + guidance_scale * (cond - uncond)
-
-
-def predict_x0_eps(
-    sample: Tensor, model_output: Tensor, alpha_bar: Tensor, prediction_type: str
-) -> tuple[Tensor, Tensor]:
-    """Turn a model output of the given prediction type into (x0, ε). alpha_bar broadcasts."""
-    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    if prediction_type == "epsilon":
-        eps = model_output
-        x0 = (sample - s * eps) / a
-    elif prediction_type == "v_prediction":
-        x0 = a * sample - s * model_output
-        eps = a * model_output + s * sample
-    elif prediction_type == "sample":
-        x0 = model_output
-        eps = (sample - a * x0) / s
-    else:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-    return x0, eps
 
 
 def ddim_step(
