@@ -215,7 +215,8 @@ def test_resume_committed_run_with_new_options(tmp_path):
     run = tmp_path / "balls32"
     shutil.copytree(src, run)
     before = json.loads((run / "checkpoint" / "state.json").read_text())
-    last_lr = _log(run)[-1]["lr"]
+    # Where the run left off: lr_base (the log's last lr may predate a stop between log lines).
+    last_lr = before.get("lr_base", _log(run)[-1]["lr"])
     argv = ["--run-dir", str(run), "--steps", str(before["step"] + 1), "--batch-size", "2",
             "--lr-schedule", "constant", "--bf16", "--loss-weighting", "min-snr", "--t-share", "2",
             "--ema-decay", "0.9995", "--log-every", "1", "--no-export", "--quiet"]  # fmt: skip
