@@ -426,3 +426,22 @@ def test_bad_inputs_are_one_line_errors(family_dirs):
         with pytest.raises(exc, match=match) as e:
             fn()
         assert "\n" not in str(e.value), str(e.value)
+
+
+# ------------------------------------------------------------------------- shipped models
+@pytest.mark.parametrize("family", ["vidm", "videofusion"])
+def test_shipped_family_models(family):
+    from vdengine.models.families import model_summaries
+    from vdengine.models.loading import WEIGHTS_DIR, available_models
+
+    assert family in available_models()
+    files = list((WEIGHTS_DIR / family).iterdir())
+    assert {f.name for f in files} == {"config.json", "model.safetensors", "training.json"}
+    assert sum(f.stat().st_size for f in files) <= 10 * 2**20  # the shipping limit
+    summary = model_summaries()[family]
+    assert summary["family"] == family and summary["steps"] > 0
+    model = load_family_model(family)
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters())
+    assert model_summaries()["default"]["family"] == "videoldm"
+    video = load_family(family).generate(num_frames=2, steps=1, progress=False)
+    assert video.frames.shape == (1, 2, 32, 32, 3)

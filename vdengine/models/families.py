@@ -57,7 +57,7 @@ FAMILIES: dict[str, tuple[type[FamilyConfig], type[nn.Module]]] = {
 }
 #: Sampler defaults of the families' pipelines. They predict ε in pixel space on the linear β
 #: schedule, where x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ amplifies ε̂'s error by 1/√ᾱ (≈ 160 at t = 999,
-#: ≈ 30 at t = 875): as DDPM's own sampler (and diffusers' DDPM/DDIM pixel pipelines), the
+#: ≈ 49 at t = 875): as DDPM's own sampler (and diffusers' DDPM/DDIM pixel pipelines), the
 #: samplers clip x̂_0 to the data range [−1, 1] (docs/families.md shows what it changes).
 SAMPLER_OPTIONS = {"spacing": "leading", "clip_sample": 1.0}
 
