@@ -22,16 +22,21 @@ SMALL = {"num_frames": 8, "steps": 2}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray(tmp_path_factory):
     # Workers import vdengine: from the checkout when the tests run from one (PYTHONPATH=.).
     path = os.pathsep.join(p for p in [str(Path(vdengine.__file__).parents[1]),
                                        os.environ.get("PYTHONPATH")] if p)
+    # Ray puts the driver's working directory first on its workers' sys.path: started from a
+    # clean checkout (CI), they would import its unbuilt vdengine/ instead of the installed one.
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray_cwd"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
     # The dying runner below lives in this test module: ship it by value to the workers.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
     ray.shutdown()
+    os.chdir(cwd)
 
 
 def _rows(out_dir: Path) -> list[dict]:

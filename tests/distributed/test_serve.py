@@ -92,7 +92,8 @@ def server(tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "vdengine", "serve", "--host", "127.0.0.1", "--port",
              str(port), "--max-batch", "4", "--batch-wait", "1.0", "--max-frames",
-             str(MAX_FRAMES)], stdout=out, stderr=subprocess.STDOUT, env=env)
+             str(MAX_FRAMES)], stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=log.parent)  # not a checkout: Ray workers import from the driver's cwd first
     srv = Server(port, proc)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
