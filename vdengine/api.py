@@ -266,19 +266,21 @@ class Pipeline:
         A fixed-window model samples its whole window, whatever num_frames is."""
         window = self.spec.window
         frames = window if window is not None else (16 if num_frames is None else num_frames)
-        c, h, w = self.latent_shape(None)
-        noise = torch.randn((batch_size, frames, c, h, w), generator=make_generator(seed, generator),
-                            dtype=torch.float32)
+        noise = self._draw_noise(batch_size, frames, make_generator(seed, generator))
         return noise if self.spec.layout == "BFCHW" else noise.permute(0, 2, 1, 3, 4)
+
+    def _draw_noise(self, batch_size: int, frames: int, gen: torch.Generator) -> Tensor:
+        """The one draw of initial noise: float32 [B, F, C, H, W] on the CPU, so a seed gives the
+        same video on every device."""
+        return torch.randn((batch_size, frames, *self.latent_shape(None)), generator=gen,
+                           dtype=torch.float32)
 
     def _initial_noise(self, latents: Tensor | None, batch_size: int, frames: int,
                        gen: torch.Generator) -> Tensor:
         """[B, F, C, H, W] on the device: the user's latents, or seeded noise drawn on the CPU."""
-        c, h, w = self.latent_shape(latents)
         if latents is None:
-            noise = torch.randn((batch_size, frames, c, h, w), generator=gen,
-                                dtype=torch.float32)
-            return noise.to(self.device, self.dtype)
+            return self._draw_noise(batch_size, frames, gen).to(self.device, self.dtype)
+        c, h, w = self.latent_shape(latents)
         layout = self.spec.layout
         want = (batch_size, frames, c, h, w) if layout == "BFCHW" else (
             batch_size, c, frames, h, w)

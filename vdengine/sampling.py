@@ -126,7 +126,8 @@ class GuidedSampler:
         R may be a multiple of the B videos (windows stacked): the conditioning rows repeat.
         """
         fwd = forward or self.forward
-        reps = x.shape[0] // self._batch() if self._batch() else 1
+        videos = self._batch()
+        reps = x.shape[0] // videos if videos else 1
         cond = repeat_rows(self.cond, reps)
         uncond = repeat_rows(self.uncond, reps)
         g = self.guidance_scale
