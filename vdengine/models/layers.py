@@ -49,6 +49,33 @@ def set_ops(module: nn.Module, mode: str) -> nn.Module:
     return module
 
 
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def dense(x: Tensor) -> Tensor:
+    """x if it is contiguous as NCHW or as channels-last (what the fused ops read), else a
+    contiguous copy in the layout its strides suggest."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 and
+                        x.stride(1) == 1 else torch.contiguous_format)
+
+
+def frames_as_height(x: Tensor, num_frames: int) -> Tensor:
+    """[B·F, C, H, W] → [B, C, F, H·W]: frames as the height of a 2-D image, so a (3,1,1) conv
+    over frames is a (3,1) Conv2d. A view for channels-last x (memory [B, F, H, W, C] is NHWC of
+    [B, C, F, H·W]); NCHW x gives a strided view that the conv reads as it is."""
+    bf, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(bf // num_frames, num_frames, h * w, c).permute(0, 3, 1, 2)
+
+
+def height_as_frames(x: Tensor, h: int, w: int) -> Tensor:
+    """Inverse of frames_as_height: [B, C, F, H·W] → [B·F, C, H, W] (a view for channels-last)."""
+    b, c, f, _ = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b * f, h, w, c).permute(0, 3, 1, 2)
+
+
 def zero_(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -80,8 +107,10 @@ class PosGNTables:
         num_frames: int,
         window: int,
         num_train_timesteps: int,
+        channels_last: bool = False,
     ) -> None:
         self.t_rows = t_rows
+        self.channels_last = channels_last  # tables in the activations' memory format
         self.num_frames = num_frames
         self.t_coord = t_rows.float() * (2.0 / (num_train_timesteps - 1)) - 1.0  # [P]
         denom = max(window - 1, 1)
@@ -113,10 +142,14 @@ class PosGNTables:
         return self._grids[key]
 
     def table(self, layer: PosGN, h: int, w: int) -> tuple[Tensor, Tensor]:
-        """(scale, shift) [M, C, h, w] of ``layer``, computed once per forward call."""
+        """(scale, shift) [M, C, h, w] of ``layer``, computed once per forward call, contiguous
+        in the tables' memory format (NCHW, or channels-last)."""
         key = id(layer)
         if key not in self._tables:
-            self._tables[key] = layer.compute_table(self.grid(h, w).to(layer.fc1.weight.dtype))
+            scale, shift = layer.compute_table(self.grid(h, w).to(layer.fc1.weight.dtype))
+            if not self.channels_last:
+                scale, shift = scale.contiguous(), shift.contiguous()
+            self._tables[key] = scale, shift
             self.computed += 1
         return self._tables[key]
 
@@ -141,19 +174,22 @@ class PosGN(nn.Module):
         self.ops_mode = "auto"
 
     def compute_table(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """coords [M, H, W, 4] → (scale, shift), each [M, C, H, W] contiguous."""
+        """coords [M, H, W, 4] → (scale, shift), each [M, C, H, W] channels-last contiguous.
+
+        fc3 runs as two matmuls (its scale and shift halves), so each table comes out as its own
+        contiguous [M, H, W, C] block: no copy for channels-last activations."""
         c = self.channels
-        hdn = torch.sin(self.fc1(coords))
-        hdn = F.silu(self.fc2(hdn))
-        out = self.fc3(hdn)  # [M, H, W, 2C]
-        scale = out[..., :c].permute(0, 3, 1, 2).contiguous()
-        shift = out[..., c:].permute(0, 3, 1, 2).contiguous()
+        hdn = F.silu(self.fc2(torch.sin(self.fc1(coords))))
+        w, b = self.fc3.weight, self.fc3.bias
+        scale = F.linear(hdn, w[:c], b[:c]).permute(0, 3, 1, 2)
+        shift = F.linear(hdn, w[c:], b[c:]).permute(0, 3, 1, 2)
         return scale, shift
 
     def forward(self, x: Tensor, tables: PosGNTables, silu: bool = True) -> Tensor:
         """x [N, C, H, W] with N % M == 0 (row i uses table row i % M)."""
         scale, shift = tables.table(self, x.shape[-2], x.shape[-1])
-        x = x.contiguous()  # the fused kernel takes contiguous NCHW (a no-op almost always)
+        # the fused kernel takes x in the tables' layout (a no-op almost always)
+        x = x.contiguous(memory_format=_memory_format(tables.channels_last))
         w, b = self.norm.weight, self.norm.bias
         return _ops(self.ops_mode, x, scale, shift, w, b).posgn(
             x, scale, shift, self.num_groups, w, b, self.eps, silu=silu
@@ -278,11 +314,13 @@ class TemporalAttention(nn.Module):
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         bf, c, h, w = x.shape
         b = bf // num_frames
-        tok = self.norm(x).permute(0, 2, 3, 1).reshape(b, num_frames, h * w, c)
         if num_frames > self.frame_pos.shape[0]:
             raise ValueError(
                 f"{num_frames} frames exceed the model window {self.frame_pos.shape[0]}"
             )
+        n = self.norm
+        y = _ops(self.ops_mode, x, n.weight).group_norm(dense(x), n.num_groups, n.weight, n.bias, n.eps)
+        tok = y.permute(0, 2, 3, 1).reshape(b, num_frames, h * w, c)  # a view when channels-last
         tok = (tok + self.frame_pos[:num_frames, None, :].to(tok.dtype)).reshape(bf, h * w, c)
         q, k, v = self.qkv(tok).chunk(3, dim=-1)  # strided views of one [B·F, S, 3C] tensor
         o = _ops(self.ops_mode, q).temporal_attention(q, k, v, num_frames, self.num_heads)
@@ -300,13 +338,27 @@ class TemporalConvBlock(nn.Module):
         self.norm2 = nn.GroupNorm(num_groups, channels)
         self.conv2 = zero_(nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)))
         self.merge = AlphaMerge(mix_factor_init)
+        self.ops_mode = "auto"
+
+    def _norm_silu(self, norm: nn.GroupNorm, x: Tensor, num_frames: int) -> Tensor:
+        """SiLU(GN(x)) with statistics over each video's frames, on [B·F, C, H, W] in place."""
+        ops = _ops(self.ops_mode, x, norm.weight)
+        return ops.group_norm(dense(x), norm.num_groups, norm.weight, norm.bias, norm.eps, silu=True,
+                              frames=num_frames)
+
+    @staticmethod
+    def _conv(conv: nn.Conv3d, x: Tensor, num_frames: int) -> Tensor:
+        """The (3,1,1) Conv3d as a (3,1) Conv2d over frames-as-height: oneDNN runs 2-D convs
+        (PyTorch's CPU Conv3d of this shape falls back to a slow im2col path)."""
+        _, _, h, w = x.shape
+        y = F.conv2d(frames_as_height(x, num_frames), conv.weight.squeeze(-1), conv.bias,
+                     padding=(1, 0))
+        y = height_as_frames(y, h, w)
+        return y.contiguous() if x.is_contiguous() else y  # keep x's layout
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        bf, c, h, w = x.shape
-        z = x.unflatten(0, (bf // num_frames, num_frames)).transpose(1, 2)  # [B, C, F, H, W]
-        r = self.conv1(F.silu(self.norm1(z)))
-        r = self.conv2(F.silu(self.norm2(r)))
-        r = r.transpose(1, 2).reshape(bf, c, h, w)
+        r = self._conv(self.conv1, self._norm_silu(self.norm1, x, num_frames), num_frames)
+        r = self._conv(self.conv2, self._norm_silu(self.norm2, r, num_frames), num_frames)
         return self.merge.merge_residual(x, r)
 
 
@@ -320,6 +372,9 @@ __all__ = [
     "TemporalAttention",
     "TemporalConvBlock",
     "Upsample",
+    "dense",
+    "frames_as_height",
+    "height_as_frames",
     "set_ops",
     "sinusoidal_embedding",
 ]

@@ -20,6 +20,8 @@ from vdengine.models.layers import (
     TemporalAttention,
     TemporalConvBlock,
     Upsample,
+    _ops,
+    dense,
     set_ops,
     zero_,
 )
@@ -106,6 +108,7 @@ class VideoUNet(nn.Module):
         self.norm_out = nn.GroupNorm(cfg.num_groups, ch)
         self.conv_out = zero_(nn.Conv2d(ch, cfg.channels * p2, 3, padding=1))
         self.ops_mode = "auto"
+        self.channels_last = False  # activations' memory format: see set_channels_last
         self.last_tables: PosGNTables | None = None  # the tables of the latest forward (tests)
 
     # ------------------------------------------------------------------------ utilities
@@ -113,6 +116,18 @@ class VideoUNet(nn.Module):
         """Run on "fused" ops (vdengine.ops, inference), "reference" (pure PyTorch, autograd) or
         "auto" (reference while autograd records, fused otherwise). Returns self."""
         return set_ops(self, mode)
+
+    def set_channels_last(self, enabled: bool = True) -> VideoUNet:
+        """Run on channels-last (NHWC) activations: oneDNN's preferred convolution layout, read
+        directly by the fused PosGN / group-norm kernels, and the token layout of temporal
+        attention, so no layer converts back and forth. Conv2d weights are stored NHWC too.
+        Outputs are the same up to float rounding. Returns self."""
+        self.channels_last = bool(enabled)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+        return self
 
     @property
     def spec(self):
@@ -147,7 +162,7 @@ class VideoUNet(nn.Module):
     def make_tables(self, t: Tensor | float, batch: int, frames: int, device) -> PosGNTables:
         cfg = self.config
         rows = self.timestep_rows(t, batch, device)
-        return PosGNTables(rows, frames, cfg.window, cfg.num_train_timesteps)
+        return PosGNTables(rows, frames, cfg.window, cfg.num_train_timesteps, self.channels_last)
 
     # --------------------------------------------------------------------------- forward
     def forward(
@@ -208,6 +223,8 @@ class VideoUNet(nn.Module):
         hcur = inp.reshape(b * f, inp.shape[2], h, w)
         if cfg.patch_size > 1:
             hcur = F.pixel_unshuffle(hcur, cfg.patch_size)
+        if self.channels_last:
+            hcur = hcur.contiguous(memory_format=torch.channels_last)
         hcur = self.conv_in(hcur)
         skips = [hcur]
         for stage in self.down:
@@ -224,7 +241,9 @@ class VideoUNet(nn.Module):
                 hcur = blk(torch.cat([hcur, skips.pop()], dim=1), tables, emb, f)
             if "up" in stage:
                 hcur = stage["up"](hcur)
-        out = self.conv_out(F.silu(self.norm_out(hcur)))
+        n = self.norm_out
+        ops = _ops(self.ops_mode, hcur, n.weight)
+        out = self.conv_out(ops.group_norm(dense(hcur), n.num_groups, n.weight, n.bias, n.eps, silu=True))
         if cfg.patch_size > 1:
             out = F.pixel_shuffle(out, cfg.patch_size)
         return out.reshape(b, f, c, h, w)
