@@ -2,6 +2,8 @@
 
     python benchmarks/kernels.py                                 # CPU, float32, video shapes
     python benchmarks/kernels.py --quick                         # smaller shapes, fewer repeats
+    python benchmarks/kernels.py --dtype bfloat16                # CPU bfloat16 kernels vs PyTorch
+    python benchmarks/kernels.py --compare dtype                 # ours: bfloat16 vs float32
     python benchmarks/kernels.py --device cuda --dtype bfloat16 --json benchmarks/results/kernels-cuda.json
 
 For every case both implementations get the same inputs and run side by side in one process,
@@ -17,6 +19,11 @@ both alike; each reported time is the median of the repeats. The PyTorch composi
   euler_step          the elementwise chain of diffusers' EulerDiscreteScheduler.step after the
                       pipeline's guidance combine (v-prediction: c_out, c_skip, derivative, update;
                       per-frame: SVD's linspace guidance scales broadcast over [B, F, ...])
+  group_norm          F.group_norm of the [B, C, F, H, W] view (permute copies in and out) → SiLU
+  geglu               bias add → chunk → gelu → multiply
+
+--compare dtype times our kernels only, in float32 and in bfloat16 on the same values, side by
+side (interleaved); the table gives both times and bfloat16/float32 (< 1: bfloat16 is faster).
 
 The "floor" of a case is its minimal bytes (every input read once, every output written once)
 over the copy bandwidth measured at the start of the same run (a large tensor copy:
@@ -53,6 +60,10 @@ from _environment import cpu_name, git_commit  # benchmarks/ is on sys.path
 from vdengine import ops
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OPS = ["posgn", "temporal_attention", "ddim_step", "dpmpp_2m_step", "euler_step", "group_norm",
+       "geglu"]
+#: dtypes of the CPU kernels.
+CPU_DTYPES = ("float32", "bfloat16")
 
 
 # ---- timing -----------------------------------------------------------------------------------------
@@ -284,6 +295,42 @@ def euler_case(shape, guidance, device, dtype, gen, per_frame=False) -> Case:
                 outputs=lambda: (ours(), composed()))
 
 
+def group_norm_case(b, f, c, h, w, groups, device, dtype, gen) -> Case:
+    """A temporal layer's norm: statistics of each group over the F frames of a video."""
+    n = b * f
+    x = _rand(gen, (n, c, h, w), device, dtype)
+    weight = 1 + _rand(gen, (c,), device, dtype, 0.1)
+    bias = _rand(gen, (c,), device, dtype, 0.1)
+
+    def ours():
+        return ops.group_norm(x, groups, weight, bias, silu=True, frames=f)
+
+    def composed():
+        video = x.reshape(b, f, c, h, w).transpose(1, 2)  # [B, C, F, H, W]
+        y = F.silu(F.group_norm(video, groups, weight, bias, 1e-5))
+        return y.transpose(1, 2).reshape(n, c, h, w)
+
+    e = x.element_size()
+    return Case("group_norm", f"B={b} F={f} C={c} {h}x{w} G={groups}", ours, composed,
+                min_bytes=e * (2 * n * c * h * w + 2 * c), outputs=lambda: (ours(), composed()))
+
+
+def geglu_case(rows, hidden, device, dtype, gen) -> Case:
+    x = _rand(gen, (rows, 2 * hidden), device, dtype)
+    bias = _rand(gen, (2 * hidden,), device, dtype, 0.1)
+
+    def ours():
+        return ops.geglu(x, bias)
+
+    def composed():
+        h, g = (x + bias).chunk(2, dim=-1)
+        return h * F.gelu(g)
+
+    e = x.element_size()
+    return Case("geglu", f"rows={rows} H={hidden}", ours, composed,
+                min_bytes=e * (3 * rows * hidden + 2 * hidden), outputs=lambda: (ours(), composed()))
+
+
 def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set[str] | None
                 ) -> list[Case]:
     gen = torch.Generator(device).manual_seed(0)
@@ -326,6 +373,13 @@ def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set
         if not quick:
             cases.append(euler_case(svd, 2.5, device, dtype, gen))
             cases.append(euler_case(svd, None, device, dtype, gen))
+    if want("group_norm"):  # 2 videos × 16 frames; CPU: C 128 at 32×32 (UNet's temporal norms)
+        shape = ((2, 16, 320, 64, 64, 32) if gpu else
+                 ((1, 8, 64, 16, 16, 32) if quick else (2, 16, 128, 32, 32, 32)))
+        cases.append(group_norm_case(*shape, device, dtype, gen))
+    if want("geglu"):  # a transformer feed-forward: 2·16 frames × 32×32 tokens or fewer, H 4·C
+        shape = (2 * 16 * 64 * 64, 1280) if gpu else ((2048, 256) if quick else (8192, 512))
+        cases.append(geglu_case(*shape, device, dtype, gen))
     return cases
 
 
@@ -351,10 +405,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default=None,
-                   help="float32 on cpu (the only CPU kernel dtype); default bfloat16 on cuda")
+                   help="default float32 on cpu (float32 or bfloat16), bfloat16 on cuda")
+    p.add_argument("--compare", choices=["torch", "dtype"], default="torch",
+                   help="torch: ours vs the PyTorch composition (default); dtype: ours in "
+                        "bfloat16 vs ours in float32")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats")
-    p.add_argument("--ops", nargs="+", choices=["posgn", "temporal_attention", "ddim_step",
-                                                "dpmpp_2m_step", "euler_step"], default=None)
+    p.add_argument("--ops", nargs="+", choices=OPS, default=None)
     p.add_argument("--repeats", type=int, default=None, help="timed samples per case")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per case")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
@@ -370,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dtype_name = args.dtype or ("float32" if device.type == "cpu" else "bfloat16")
     dtype = DTYPES[dtype_name]
-    if device.type == "cpu" and dtype != torch.float32:
-        print("error: the CPU kernels are float32 only (--dtype float32)", file=sys.stderr)
+    if device.type == "cpu" and dtype_name not in CPU_DTYPES:
+        print("error: the CPU kernels take float32 or bfloat16", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -389,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(), "vdengine": vdengine.__version__,
         "build_info": vdengine.build_info(), "git": git_commit(),
         "copy_bandwidth_GBps": bandwidth, "copy_bytes": copy_bytes,
-        "repeats": repeats, "warmup": warmup, "quick": args.quick,
+        "repeats": repeats, "warmup": warmup, "quick": args.quick, "compare": args.compare,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(f"# vdengine kernels vs PyTorch on {env['device']} ({device.type}, {dtype_name}, "
@@ -398,12 +454,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# copy bandwidth: {bandwidth:.1f} GB/s ({copy_bytes >> 20} MiB copy); "
           f"median of {repeats} interleaved samples after {warmup} warmup calls\n")
 
+    only = set(args.ops) if args.ops else None
+    if args.compare == "dtype":
+        other = dtype_name if args.dtype and dtype_name != "float32" else "bfloat16"
+        results = compare_variants(
+            "float32", build_cases(device, torch.float32, args.quick, only),
+            other, build_cases(device, DTYPES[other], args.quick, only), timer, warmup, repeats)
+        return write_results(args.json, env, results)
+
     results = []
     header = ("| op | shape | ours ms | torch ms | speedup | ours GB/s | floor ms | %floor "
               "| max abs diff |")
     print(header)
     print("|" + "---|" * 9)
-    for case in build_cases(device, dtype, args.quick, set(args.ops) if args.ops else None):
+    for case in build_cases(device, dtype, args.quick, only):
         row = {"op": case.op, "shape": case.shape, "min_bytes": case.min_bytes}
         floor_ms = case.min_bytes / (bandwidth * 1e9) * 1e3
         try:
@@ -425,12 +489,44 @@ def main(argv: list[str] | None = None) -> int:
                   f"{floor_ms:.3f} | - | {row['error'][:60]} |", flush=True)
         results.append(row)
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+    return write_results(args.json, env, results)
+
+
+def compare_variants(a: str, cases_a: list[Case], b: str, cases_b: list[Case], timer: Timer,
+                     warmup: int, repeats: int) -> list[dict]:
+    """Our kernels in two variants of the same cases (same ops, shapes and values; e.g. float32
+    and bfloat16) timed side by side, interleaved; prints a table with both times and b/a."""
+    print(f"| op | shape | {a} ms | {b} ms | {b}/{a} | {a} GB/s | {b} GB/s | max abs diff |")
+    print("|" + "---|" * 8)
+    results = []
+    for ca, cb in zip(cases_a, cases_b):
+        row = {"op": ca.op, "shape": ca.shape, f"{a}_min_bytes": ca.min_bytes,
+               f"{b}_min_bytes": cb.min_bytes}
+        try:
+            row["max_abs_diff"] = max_abs_diff(ca.ours(), cb.ours())
+            t = timer.compare({a: ca.ours, b: cb.ours}, warmup, repeats)
+        except Exception as e:  # noqa: BLE001 - report, go on
+            row["error"] = f"{type(e).__name__}: {e}"
+            print(f"| {ca.op} | {ca.shape} | error | | | | | {row['error'][:60]} |", flush=True)
+            results.append(row)
+            continue
+        gbps = {k: c.min_bytes / (t[k] * 1e-3) / 1e9 for k, c in ((a, ca), (b, cb))}
+        row.update({f"{a}_ms": t[a], f"{b}_ms": t[b], f"{b}_over_{a}": t[b] / t[a],
+                    f"{a}_GBps": gbps[a], f"{b}_GBps": gbps[b]})
+        print(f"| {ca.op} | {ca.shape} | {t[a]:.3f} | {t[b]:.3f} | {t[b] / t[a]:.2f} | "
+              f"{gbps[a]:.1f} | {gbps[b]:.1f} | {row['max_abs_diff']:.1e} |", flush=True)
+        results.append(row)
+    return results
+
+
+def write_results(path: Path | None, env: dict, results: list[dict]) -> int:
+    """Writes {"env", "results"} to path (if given); the exit status: 1 if a case failed."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps({"env": env, "results": results}, indent=2, default=str) + "\n")
-        tmp.replace(args.json)
-        print(f"\nwrote {args.json}")
+        tmp.replace(path)
+        print(f"\nwrote {path}")
     return 1 if any("error" in r for r in results) else 0
 
 

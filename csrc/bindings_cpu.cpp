@@ -11,29 +11,30 @@ namespace py = pybind11;
 using namespace vde;
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "vdengine CPU kernels (float32). Tensors are passed as data_ptr() addresses.";
+  m.doc() = "vdengine CPU kernels (float32, bfloat16). Tensors are passed as data_ptr() addresses; "
+            "dtype is the code of vdengine.ops._native.DTYPE_CODES.";
 
-  m.def("posgn", [](std::uintptr_t x, std::uintptr_t scale, std::uintptr_t shift,
+  m.def("posgn", [](int dtype, std::uintptr_t x, std::uintptr_t scale, std::uintptr_t shift,
                     std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t y, int64_t N,
                     int64_t C, int64_t HW, int64_t M, int64_t G, float eps, bool silu) {
     auto a = make_posgn(x, scale, shift, weight, bias, y, N, C, HW, M, G, eps, silu);
     py::gil_scoped_release release;
-    posgn_cpu(a);
-  }, VDE_POSGN_ARGS);
+    posgn_cpu(static_cast<DType>(dtype), a);
+  }, py::arg("dtype"), VDE_POSGN_ARGS);
 
   m.def("temporal_attention",
-        [](std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t bias,
+        [](int dtype, std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t bias,
            std::uintptr_t out, int64_t B, int64_t F, int64_t S, int64_t H, int64_t D,
            int64_t q_row, int64_t q_pix, int64_t k_row, int64_t k_pix, int64_t v_row,
            int64_t v_pix, float scale) {
           auto a = make_attention(q, k, v, bias, out, B, F, S, H, D, q_row, q_pix, k_row, k_pix,
                                   v_row, v_pix, scale);
           py::gil_scoped_release release;
-          temporal_attention_cpu(a);
-        }, VDE_ATTENTION_ARGS);
+          temporal_attention_cpu(static_cast<DType>(dtype), a);
+        }, py::arg("dtype"), VDE_ATTENTION_ARGS);
 
-  auto step = [](void (*kernel)(const StepArgs&)) {
-    return [kernel](std::uintptr_t x, std::uintptr_t model_out, std::uintptr_t noise,
+  auto step = [](void (*kernel)(DType, const StepArgs&)) {
+    return [kernel](int dtype, std::uintptr_t x, std::uintptr_t model_out, std::uintptr_t noise,
                     std::uintptr_t x0_prev, std::uintptr_t abar_t, std::uintptr_t abar_next,
                     std::uintptr_t abar_prev, int64_t coef_stride, std::uintptr_t x_out,
                     std::uintptr_t x0_out, int64_t N, int64_t D, float eta, int prediction,
@@ -43,27 +44,27 @@ PYBIND11_MODULE(_C, m) {
                          x_out, x0_out, N, D, eta, prediction, has_guidance, guidance_scale,
                          guidance_frames, frames, frame_inner, has_clip, clip_sample);
       py::gil_scoped_release release;
-      kernel(a);
+      kernel(static_cast<DType>(dtype), a);
     };
   };
-  m.def("ddim_step", step(&ddim_step_cpu), VDE_STEP_ARGS);
-  m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cpu), VDE_STEP_ARGS);
-  m.def("euler_step", step(&euler_step_cpu), VDE_STEP_ARGS);
+  m.def("ddim_step", step(&ddim_step_cpu), py::arg("dtype"), VDE_STEP_ARGS);
+  m.def("dpmpp_2m_step", step(&dpmpp_2m_step_cpu), py::arg("dtype"), VDE_STEP_ARGS);
+  m.def("euler_step", step(&euler_step_cpu), py::arg("dtype"), VDE_STEP_ARGS);
 
-  m.def("group_norm", [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
+  m.def("group_norm", [](int dtype, std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
                          std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
                          float eps, bool silu) {
     auto a = make_group_norm(x, weight, bias, y, N, C, HW, G, F, eps, silu);
     py::gil_scoped_release release;
-    group_norm_cpu(a);
-  }, VDE_GROUP_NORM_ARGS);
+    group_norm_cpu(static_cast<DType>(dtype), a);
+  }, py::arg("dtype"), VDE_GROUP_NORM_ARGS);
 
-  m.def("geglu", [](std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,
+  m.def("geglu", [](int dtype, std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,
                     int64_t H) {
     auto a = make_geglu(x, bias, y, N, H);
     py::gil_scoped_release release;
-    geglu_cpu(a);
-  }, VDE_GEGLU_ARGS);
+    geglu_cpu(static_cast<DType>(dtype), a);
+  }, py::arg("dtype"), VDE_GEGLU_ARGS);
 
   m.def("build_info", []() {
     py::dict info;

@@ -92,14 +92,15 @@ struct GegluArgs {
   int64_t N, H;
 };
 
-// CPU kernels: float32 only.
-void posgn_cpu(const PosGNArgs& a);
-void temporal_attention_cpu(const AttentionArgs& a);
-void ddim_step_cpu(const StepArgs& a);
-void dpmpp_2m_step_cpu(const StepArgs& a);
-void euler_step_cpu(const StepArgs& a);
-void group_norm_cpu(const GroupNormArgs& a);
-void geglu_cpu(const GegluArgs& a);
+// CPU kernels: float32 and bfloat16 (float32 arithmetic, fp32/fp64 accumulation); another dtype
+// throws std::invalid_argument.
+void posgn_cpu(DType dtype, const PosGNArgs& a);
+void temporal_attention_cpu(DType dtype, const AttentionArgs& a);
+void ddim_step_cpu(DType dtype, const StepArgs& a);
+void dpmpp_2m_step_cpu(DType dtype, const StepArgs& a);
+void euler_step_cpu(DType dtype, const StepArgs& a);
+void group_norm_cpu(DType dtype, const GroupNormArgs& a);
+void geglu_cpu(DType dtype, const GegluArgs& a);
 
 // CUDA kernels: float32, float16, bfloat16 (fp32 accumulation). `stream` is a cudaStream_t.
 void posgn_cuda(DType dtype, const PosGNArgs& a, void* stream);

@@ -1,4 +1,5 @@
-// DPM-Solver++(2M) step (Lu et al. 2022; data prediction, midpoint form), float32 CPU kernel.
+// DPM-Solver++(2M) step (Lu et al. 2022; data prediction, midpoint form), float32 and bfloat16
+// CPU kernel (bfloat16 storage, float32 math, one rounding per output).
 //
 //   m   = model_out, or u + g*(c - u) with [uncond; cond] rows under classifier-free guidance
 //         (g: one scale, or per frame for samples laid out [N, F, ...])
@@ -18,9 +19,12 @@
 //   In-place safe: each element is read before its outputs are written.
 //
 // Bytes moved (minimal): read x, model_out (1 or 2 rows), x0_prev (second order); write x_out
-//   and x0_out: 16-24 bytes per element (the PyTorch composition: ~10 kernels, ~100 B/element).
-// Bound: memory bandwidth (~10 flops per element; baseline SSE2 only, as ddim_step.cpp, without
-//   FMA contraction).
+//   and x0_out: 16-24 bytes per element in float32, half in bfloat16 (the PyTorch composition:
+//   ~10 kernels, ~100 B/element).
+// Bound: memory bandwidth (~10 flops per element; AVX-512 / AVX2 / baseline without FMA
+//   contraction, as ddim_step.cpp).
+#include "cpu/no_contract.h"  // first: see step_common.h
+
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -65,46 +69,51 @@ DpmCoef dpm_coef(float ab_t, float ab_n, const float* ab_p, bool have_prev) {
 
 // Elements [d0, d1) of row n, guidance scale g; p.aux is x0_prev.
 template <Prediction P, bool GUIDE, bool CLIP, bool SECOND>
-void dpm_segment(const Ptrs& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef& c,
-                 float g) {
-  const int64_t off = n * p.D;
-  const float* x = p.x + off;
-  const float* mu = p.mo + off;
-  const float* mc = GUIDE ? p.mo + (p.N + n) * p.D : mu;
-  const float* xp = SECOND ? p.aux + off : nullptr;
-  float* xo = p.x_out + off;
-  float* x0o = p.x0_out + off;
-  const float a = c.a, s = c.s, c_x = c.c_x, c_d = c.c_d, two_r = c.two_r;
-  const float lo = p.lo, hi = p.hi;
-  VDE_OMP(simd)
-  for (int64_t d = d0; d < d1; ++d) {
-    const float xv = x[d];
-    float m = mu[d];
-    if (GUIDE) m = guide(m, mc[d], g);
-    float x0 = predict_x0<P>(xv, m, a, s);
-    if (CLIP) x0 = clamp(x0, lo, hi);
-    float dd = x0;
-    if (SECOND) dd = x0 + (x0 - xp[d]) / two_r;
-    xo[d] = c_x * xv + c_d * dd;
-    x0o[d] = x0;
+struct DpmSegment {
+  template <class T>
+  static VDE_INLINE void run(const Ptrs<T>& p, int64_t n, int64_t d0, int64_t d1, const DpmCoef& c,
+                             float g) {
+    const int64_t off = n * p.D;
+    const T* x = p.x + off;
+    const T* mu = p.mo + off;
+    const T* mc = GUIDE ? p.mo + (p.N + n) * p.D : mu;
+    const T* xp = SECOND ? p.aux + off : nullptr;
+    T* xo = p.x_out + off;
+    T* x0o = p.x0_out + off;
+    const float a = c.a, s = c.s, c_x = c.c_x, c_d = c.c_d, two_r = c.two_r;
+    const float lo = p.lo, hi = p.hi;
+    VDE_OMP(simd)
+    for (int64_t d = d0; d < d1; ++d) {
+      const float xv = to_float(x[d]);
+      float m = to_float(mu[d]);
+      if (GUIDE) m = guide(m, to_float(mc[d]), g);
+      float x0 = predict_x0<P>(xv, m, a, s);
+      if (CLIP) x0 = clamp(x0, lo, hi);
+      float dd = x0;
+      if (SECOND) dd = x0 + (x0 - to_float(xp[d])) / two_r;
+      xo[d] = from_float<T>(c_x * xv + c_d * dd);
+      x0o[d] = from_float<T>(x0);
+    }
   }
-}
-
-using SegmentFn = void (*)(const Ptrs&, int64_t, int64_t, int64_t, const DpmCoef&, float);
-
-// [first order, second order] segment functions for one (prediction, guidance, clip).
-struct Segments {
-  SegmentFn first, second;
 };
 
-Segments pick_segments(Prediction pred, bool guide, bool clip) {
-  Segments out{nullptr, nullptr};
+// [first order, second order] segment functions for one (prediction, guidance, clip).
+template <class T>
+struct Segments {
+  SegmentFn<T, DpmCoef> first, second;
+};
+
+template <class T>
+Segments<T> pick_segments(Prediction pred, bool guide, bool clip) {
+  Segments<T> out{nullptr, nullptr};
+  const Isa isa = cpu_isa();
   with_prediction(pred, [&](auto P) {
     with_bool(guide, [&](auto G) {
       with_bool(clip, [&](auto Cl) {
         constexpr Prediction p = decltype(P)::value;
         constexpr bool g = decltype(G)::value, cl = decltype(Cl)::value;
-        out = {&dpm_segment<p, g, cl, false>, &dpm_segment<p, g, cl, true>};
+        out = {segment_for<DpmSegment<p, g, cl, false>, T, DpmCoef>(isa),
+               segment_for<DpmSegment<p, g, cl, true>, T, DpmCoef>(isa)};
       });
     });
   });
@@ -113,7 +122,7 @@ Segments pick_segments(Prediction pred, bool guide, bool clip) {
 
 }  // namespace
 
-void dpmpp_2m_step_cpu(const StepArgs& a) {
+void dpmpp_2m_step_cpu(DType dtype, const StepArgs& a) {
   if (!a.x || !a.model_out || !a.abar_t || !a.abar_next || !a.x_out || !a.x0_out)
     throw std::invalid_argument(
         "dpmpp_2m_step_cpu: x, model_out, abar_t, abar_next, x_out and x0_out must be non-null");
@@ -121,16 +130,19 @@ void dpmpp_2m_step_cpu(const StepArgs& a) {
     throw std::invalid_argument("dpmpp_2m_step_cpu: x0_prev given without abar_prev");
   check_sizes_and_codes(a, "dpmpp_2m_step_cpu");
 
-  const Ptrs p = make_ptrs(a, a.x0_prev);
-  const Segments segs = pick_segments(a.prediction, a.has_guidance, a.has_clip);
   const bool have_prev = a.x0_prev != nullptr;
-  for_each_row_segment(a.N, a.D, [&](int64_t n, int64_t d0, int64_t d1) {
-    const int64_t ci = n * a.coef_stride;
-    const DpmCoef c = dpm_coef(a.abar_t[ci], a.abar_next[ci],
-                               have_prev ? a.abar_prev + ci : nullptr, have_prev);
-    const SegmentFn seg = c.second ? segs.second : segs.first;
-    for_each_guidance_piece(p, d0, d1, [&](int64_t e0, int64_t e1, float g) {
-      seg(p, n, e0, e1, c, g);
+  with_storage(dtype, "dpmpp_2m_step_cpu", [&](auto storage) {
+    using T = decltype(storage);
+    const Ptrs<T> p = make_ptrs<T>(a, a.x0_prev);
+    const Segments<T> segs = pick_segments<T>(a.prediction, a.has_guidance, a.has_clip);
+    for_each_row_segment<T>(a.N, a.D, [&](int64_t n, int64_t d0, int64_t d1) {
+      const int64_t ci = n * a.coef_stride;
+      const DpmCoef c = dpm_coef(a.abar_t[ci], a.abar_next[ci],
+                                 have_prev ? a.abar_prev + ci : nullptr, have_prev);
+      const SegmentFn<T, DpmCoef> seg = c.second ? segs.second : segs.first;
+      for_each_guidance_piece(p, d0, d1, [&](int64_t e0, int64_t e1, float g) {
+        seg(p, n, e0, e1, c, g);
+      });
     });
   });
 }

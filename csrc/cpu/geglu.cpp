@@ -1,4 +1,5 @@
-// GEGLU (Shazeer 2020, the activation of diffusers' FeedForward), float32 CPU kernel.
+// GEGLU (Shazeer 2020, the activation of diffusers' FeedForward), float32 and bfloat16 CPU kernel
+// (bfloat16 storage, float32 math, one rounding per output).
 //
 //   y[n, j] = (x[n, j] + b[j]) * gelu(x[n, H + j] + b[H + j]),   j < H,  x [N, 2H], y [N, H],
 //   gelu(g) = g/2 * (1 + erf(g/√2))  (exact GELU, as F.gelu's default)
@@ -20,6 +21,7 @@
 #include <string>
 
 #include "common/ops.h"
+#include "cpu/bf16.h"
 #include "cpu/cpu_common.h"
 
 namespace vde {
@@ -62,68 +64,79 @@ VDE_INLINE float gelu(float g) {
   return 0.5f * g * (1.0f + erf_z);
 }
 
-template <int ISA>
-VDE_INLINE void rows(const float* x, const float* b, float* y, int64_t H, int64_t r0,
-                     int64_t r1) {
+template <int ISA, class T>
+VDE_INLINE void rows(const T* x, const T* b, T* y, int64_t H, int64_t r0, int64_t r1) {
   for (int64_t n = r0; n < r1; ++n) {
-    const float* xa = x + n * 2 * H;
-    const float* xg = xa + H;
-    float* yr = y + n * H;
+    const T* xa = x + n * 2 * H;
+    const T* xg = xa + H;
+    T* yr = y + n * H;
     if (b) {
-      const float* bg = b + H;
+      const T* bg = b + H;
       VDE_OMP(simd)
-      for (int64_t j = 0; j < H; ++j) yr[j] = (xa[j] + b[j]) * gelu(xg[j] + bg[j]);
+      for (int64_t j = 0; j < H; ++j) {
+        const float h = to_float(xa[j]) + to_float(b[j]);
+        yr[j] = from_float<T>(h * gelu(to_float(xg[j]) + to_float(bg[j])));
+      }
     } else {
       VDE_OMP(simd)
-      for (int64_t j = 0; j < H; ++j) yr[j] = xa[j] * gelu(xg[j]);
+      for (int64_t j = 0; j < H; ++j)
+        yr[j] = from_float<T>(to_float(xa[j]) * gelu(to_float(xg[j])));
     }
   }
 }
 
-using RowsFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t);
+template <class T>
+using RowsFn = void (*)(const T*, const T*, T*, int64_t, int64_t, int64_t);
 
-void rows_base(const float* x, const float* b, float* y, int64_t H, int64_t r0, int64_t r1) {
+template <class T>
+void rows_base(const T* x, const T* b, T* y, int64_t H, int64_t r0, int64_t r1) {
   rows<kBase>(x, b, y, H, r0, r1);
 }
 #ifdef VDE_X86
-VDE_TARGET_AVX2 void rows_avx2(const float* x, const float* b, float* y, int64_t H, int64_t r0,
-                               int64_t r1) {
+template <class T>
+VDE_TARGET_AVX2 void rows_avx2(const T* x, const T* b, T* y, int64_t H, int64_t r0, int64_t r1) {
   rows<kAvx2>(x, b, y, H, r0, r1);
 }
-VDE_TARGET_AVX512_ZMM void rows_avx512(const float* x, const float* b, float* y, int64_t H,
-                                       int64_t r0, int64_t r1) {
+template <class T>
+VDE_TARGET_AVX512_ZMM void rows_avx512(const T* x, const T* b, T* y, int64_t H, int64_t r0,
+                                       int64_t r1) {
   rows<kAvx512>(x, b, y, H, r0, r1);
 }
 #endif
 
-RowsFn rows_kernel() {
+template <class T>
+RowsFn<T> rows_kernel() {
 #ifdef VDE_X86
   switch (cpu_isa()) {
-    case kAvx512: return rows_avx512;
-    case kAvx2: return rows_avx2;
+    case kAvx512: return rows_avx512<T>;
+    case kAvx2: return rows_avx2<T>;
     default: break;
   }
 #endif
-  return rows_base;
+  return rows_base<T>;
 }
 
 }  // namespace
 
-void geglu_cpu(const GegluArgs& a) {
+void geglu_cpu(DType dtype, const GegluArgs& a) {
   if (!a.x || !a.y) throw std::invalid_argument("geglu_cpu: x and y must be non-null");
   if (a.N < 0 || a.H <= 0)
     throw std::invalid_argument("geglu_cpu: N must be >= 0 and H positive, got N=" +
                                 std::to_string(a.N) + " H=" + std::to_string(a.H));
-  const float* x = static_cast<const float*>(a.x);
-  const float* b = static_cast<const float*>(a.bias);
-  float* y = static_cast<float*>(a.y);
-  const RowsFn fn = rows_kernel();
-  const int nt = max_threads();
-  const bool parallel = nt > 1 && a.N * a.H >= (int64_t{1} << 14);
-  const int64_t chunk = std::max<int64_t>(1, a.N / (int64_t{16} * nt));
-  const int64_t nchunks = (a.N + chunk - 1) / chunk;
-  VDE_OMP(parallel for schedule(dynamic, 1) if (parallel))
-  for (int64_t c = 0; c < nchunks; ++c) fn(x, b, y, a.H, c * chunk, std::min(a.N, (c + 1) * chunk));
+  with_storage(dtype, "geglu_cpu", [&](auto storage) {
+    using T = decltype(storage);
+    const T* x = static_cast<const T*>(a.x);
+    const T* b = static_cast<const T*>(a.bias);
+    T* y = static_cast<T*>(a.y);
+    const RowsFn<T> fn = rows_kernel<T>();
+    const int nt = max_threads();
+    const bool parallel = nt > 1 && a.N * a.H >= (int64_t{1} << 14);
+    const int64_t chunk = std::max<int64_t>(1, a.N / (int64_t{16} * nt));
+    const int64_t nchunks = (a.N + chunk - 1) / chunk;
+    VDE_OMP(parallel for schedule(dynamic, 1) if (parallel))
+    for (int64_t c = 0; c < nchunks; ++c)
+      fn(x, b, y, a.H, c * chunk, std::min(a.N, (c + 1) * chunk));
+  });
 }
 
 }  // namespace vde

@@ -1,5 +1,6 @@
 // PosGN (positional group normalization) and plain group normalization over video frames,
-// float32 CPU kernels.
+// float32 and bfloat16 CPU kernels (bfloat16 storage: x, tables, weight, bias and y; statistics in
+// fp64 and the normalisation in float32 either way, one rounding per output).
 //
 //   posgn:      y[n,c,p] = ((x[n,c,p] - mean[n,g]) * rstd[n,g] * w[c] + b[c]) * (1 + scale[m,c,p])
 //                          + shift[m,c,p]  [→ SiLU],    m = n % M,  g = c / Cg,  Cg = C/G,
@@ -43,6 +44,7 @@
 #include <string>
 
 #include "common/ops.h"
+#include "cpu/bf16.h"
 #include "cpu/cpu_common.h"
 
 namespace vde {
@@ -51,13 +53,14 @@ namespace {
 using namespace vde::cpu;
 
 // ---- the op -------------------------------------------------------------------------------------
+template <class T>  // storage: float or bf16
 struct GN {
-  const float* x;
-  const float* scale;  // nullable (group_norm): no table
-  const float* shift;  // nullable with scale
-  const float* w;  // nullable
-  const float* b;  // nullable
-  float* y;
+  const T* x;
+  const T* scale;  // nullable (group_norm): no table
+  const T* shift;  // nullable with scale
+  const T* w;  // nullable
+  const T* b;  // nullable
+  T* y;
   int64_t N, C, HW, M, G, Cg, L;  // L = Cg*HW, elements per group and frame
   int64_t F;                      // frames per group: rows v*F .. v*F+F-1 (1 for posgn)
   float eps;
@@ -93,13 +96,13 @@ VDE_INLINE float exp_poly(float x) {
 }
 
 // Σ(x - shift) and Σ(x - shift)² over x[0, len), in fp64.
-template <int ISA>
-VDE_INLINE void accumulate(const float* x, int64_t len, float shift, Moments& mo) {
+template <int ISA, class T>
+VDE_INLINE void accumulate(const T* x, int64_t len, float shift, Moments& mo) {
   double s1 = 0.0, s2 = 0.0;
   const double sh = shift;
   VDE_OMP(simd reduction(+ : s1, s2))
   for (int64_t i = 0; i < len; ++i) {
-    const double d = static_cast<double>(x[i]) - sh;
+    const double d = static_cast<double>(to_float(x[i])) - sh;
     s1 += d;
     s2 += d * d;
   }
@@ -109,52 +112,55 @@ VDE_INLINE void accumulate(const float* x, int64_t len, float shift, Moments& mo
 
 // y = (((x - mhi) - mlo) * a + b) * (1 + sc) + sh  [→ SiLU], over one channel segment;
 // without the tables (sc null) y = ((x - mhi) - mlo) * a + b  [→ SiLU].
-template <int ISA>
-VDE_INLINE void apply(const float* x, const float* sc, const float* sh, float* y, int64_t len,
-                      float mhi, float mlo, float a, float b, bool silu) {
+template <int ISA, class T>
+VDE_INLINE void apply(const T* x, const T* sc, const T* sh, T* y, int64_t len, float mhi,
+                      float mlo, float a, float b, bool silu) {
   if (!sc) {
     if (silu) {
       VDE_OMP(simd)
       for (int64_t i = 0; i < len; ++i) {
-        const float t = ((x[i] - mhi) - mlo) * a + b;
-        y[i] = t / (1.0f + exp_poly(-t));
+        const float t = ((to_float(x[i]) - mhi) - mlo) * a + b;
+        y[i] = from_float<T>(t / (1.0f + exp_poly(-t)));
       }
     } else {
       VDE_OMP(simd)
-      for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - mhi) - mlo) * a + b;
+      for (int64_t i = 0; i < len; ++i)
+        y[i] = from_float<T>(((to_float(x[i]) - mhi) - mlo) * a + b);
     }
   } else if (silu) {
     VDE_OMP(simd)
     for (int64_t i = 0; i < len; ++i) {
-      const float t = (((x[i] - mhi) - mlo) * a + b) * (1.0f + sc[i]) + sh[i];
-      y[i] = t / (1.0f + exp_poly(-t));
+      const float t =
+          (((to_float(x[i]) - mhi) - mlo) * a + b) * (1.0f + to_float(sc[i])) + to_float(sh[i]);
+      y[i] = from_float<T>(t / (1.0f + exp_poly(-t)));
     }
   } else {
     VDE_OMP(simd)
     for (int64_t i = 0; i < len; ++i) {
-      y[i] = (((x[i] - mhi) - mlo) * a + b) * (1.0f + sc[i]) + sh[i];
+      y[i] = from_float<T>((((to_float(x[i]) - mhi) - mlo) * a + b) * (1.0f + to_float(sc[i])) +
+                           to_float(sh[i]));
     }
   }
 }
 
 // Group (v, g) as F frame blocks of L elements: element e of the group is element e % L of the
 // block of row v*F + e / L. Pass 1 over elements [e0, e1) of the group.
-template <int ISA>
-VDE_INLINE void stats_range(const GN& p, int64_t v, int64_t g, int64_t e0, int64_t e1, float shift,
-                            Moments& mo) {
+template <int ISA, class T>
+VDE_INLINE void stats_range(const GN<T>& p, int64_t v, int64_t g, int64_t e0, int64_t e1,
+                            float shift, Moments& mo) {
   while (e0 < e1) {
     const int64_t f = e0 / p.L, in = e0 % p.L;
     const int64_t end = std::min(e1 - e0, p.L - in);  // to the end of this frame's block
-    const float* xg = p.x + ((v * p.F + f) * p.C + g * p.Cg) * p.HW;
+    const T* xg = p.x + ((v * p.F + f) * p.C + g * p.Cg) * p.HW;
     accumulate<ISA>(xg + in, end, shift, mo);
     e0 += end;
   }
 }
 
 // Pass 2 over elements [e0, e1) of group (v, g), channel segment by channel segment.
-template <int ISA>
-VDE_INLINE void apply_range(const GN& p, int64_t v, int64_t g, int64_t e0, int64_t e1, double mean,
-                            double rstd) {
+template <int ISA, class T>
+VDE_INLINE void apply_range(const GN<T>& p, int64_t v, int64_t g, int64_t e0, int64_t e1,
+                            double mean, double rstd) {
   const float mhi = static_cast<float>(mean);
   const float mlo = static_cast<float>(mean - static_cast<double>(mhi));
   const int64_t c_first = g * p.Cg;
@@ -167,17 +173,18 @@ VDE_INLINE void apply_range(const GN& p, int64_t v, int64_t g, int64_t e0, int64
     const int64_t cl = in / p.HW;  // channel within the group
     const int64_t seg = std::min(e1 - e, (cl + 1) * p.HW - in);  // to the channel's end
     const int64_t c = c_first + cl;
-    const double w = p.w ? static_cast<double>(p.w[c]) : 1.0;
+    const double w = p.w ? static_cast<double>(to_float(p.w[c])) : 1.0;
     const float a = static_cast<float>(rstd * w);
-    const float b = p.b ? p.b[c] : 0.0f;
-    const float* sc = p.scale ? p.scale + toff + in : nullptr;
-    const float* sh = p.shift ? p.shift + toff + in : nullptr;
+    const float b = p.b ? to_float(p.b[c]) : 0.0f;
+    const T* sc = p.scale ? p.scale + toff + in : nullptr;
+    const T* sh = p.shift ? p.shift + toff + in : nullptr;
     apply<ISA>(p.x + xoff + in, sc, sh, p.y + xoff + in, seg, mhi, mlo, a, b, p.silu);
     e += seg;
   }
 }
 
-void finalize(const GN& p, const Moments& mo, float shift, double& mean, double& rstd) {
+template <class T>
+void finalize(const GN<T>& p, const Moments& mo, float shift, double& mean, double& rstd) {
   const double inv_l = 1.0 / static_cast<double>(p.L * p.F);
   const double m1 = mo.s1 * inv_l;
   const double var = std::max(mo.s2 * inv_l - m1 * m1, 0.0);
@@ -186,13 +193,14 @@ void finalize(const GN& p, const Moments& mo, float shift, double& mean, double&
 }
 
 // The group's first element (the shift of pass 1's sums).
-inline float first_element(const GN& p, int64_t v, int64_t g) {
-  return p.x[(v * p.F * p.C + g * p.Cg) * p.HW];
+template <class T>
+inline float first_element(const GN<T>& p, int64_t v, int64_t g) {
+  return to_float(p.x[(v * p.F * p.C + g * p.Cg) * p.HW]);
 }
 
 // Whole groups, tasks [t0, t1) with task = v*G + g.
-template <int ISA>
-VDE_INLINE void groups(const GN& p, int64_t t0, int64_t t1) {
+template <int ISA, class T>
+VDE_INLINE void groups(const GN<T>& p, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t v = t / p.G, g = t % p.G;
     const float shift = first_element(p, v, g);
@@ -204,54 +212,68 @@ VDE_INLINE void groups(const GN& p, int64_t t0, int64_t t1) {
   }
 }
 
-// One instantiation per instruction set; the helpers above inline into it and take its target.
+// One instantiation per instruction set and storage type; the helpers above inline into it and
+// take its target.
+template <class T>
 struct Kernels {
-  void (*groups)(const GN&, int64_t, int64_t);
-  void (*stats)(const GN&, int64_t, int64_t, int64_t, int64_t, float, Moments&);
-  void (*apply)(const GN&, int64_t, int64_t, int64_t, int64_t, double, double);
+  void (*groups)(const GN<T>&, int64_t, int64_t);
+  void (*stats)(const GN<T>&, int64_t, int64_t, int64_t, int64_t, float, Moments&);
+  void (*apply)(const GN<T>&, int64_t, int64_t, int64_t, int64_t, double, double);
 };
 
-void groups_base(const GN& p, int64_t t0, int64_t t1) { groups<kBase>(p, t0, t1); }
-void stats_base(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1, float s, Moments& mo) {
+template <class T>
+void groups_base(const GN<T>& p, int64_t t0, int64_t t1) { groups<kBase>(p, t0, t1); }
+template <class T>
+void stats_base(const GN<T>& p, int64_t n, int64_t g, int64_t e0, int64_t e1, float s,
+                Moments& mo) {
   stats_range<kBase>(p, n, g, e0, e1, s, mo);
 }
-void apply_base(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1, double m, double r) {
+template <class T>
+void apply_base(const GN<T>& p, int64_t n, int64_t g, int64_t e0, int64_t e1, double m,
+                double r) {
   apply_range<kBase>(p, n, g, e0, e1, m, r);
 }
 #ifdef VDE_X86
-VDE_TARGET_AVX2 void groups_avx2(const GN& p, int64_t t0, int64_t t1) {
+template <class T>
+VDE_TARGET_AVX2 void groups_avx2(const GN<T>& p, int64_t t0, int64_t t1) {
   groups<kAvx2>(p, t0, t1);
 }
-VDE_TARGET_AVX2 void stats_avx2(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1, float s,
-                                Moments& mo) {
+template <class T>
+VDE_TARGET_AVX2 void stats_avx2(const GN<T>& p, int64_t n, int64_t g, int64_t e0, int64_t e1,
+                                float s, Moments& mo) {
   stats_range<kAvx2>(p, n, g, e0, e1, s, mo);
 }
-VDE_TARGET_AVX2 void apply_avx2(const GN& p, int64_t n, int64_t g, int64_t e0, int64_t e1, double m,
-                                double r) {
+template <class T>
+VDE_TARGET_AVX2 void apply_avx2(const GN<T>& p, int64_t n, int64_t g, int64_t e0, int64_t e1,
+                                double m, double r) {
   apply_range<kAvx2>(p, n, g, e0, e1, m, r);
 }
-VDE_TARGET_AVX512_ZMM void groups_avx512(const GN& p, int64_t t0, int64_t t1) {
+template <class T>
+VDE_TARGET_AVX512_ZMM void groups_avx512(const GN<T>& p, int64_t t0, int64_t t1) {
   groups<kAvx512>(p, t0, t1);
 }
-VDE_TARGET_AVX512_ZMM void stats_avx512(const GN& p, int64_t n, int64_t g, int64_t e0,
+template <class T>
+VDE_TARGET_AVX512_ZMM void stats_avx512(const GN<T>& p, int64_t n, int64_t g, int64_t e0,
                                         int64_t e1, float s, Moments& mo) {
   stats_range<kAvx512>(p, n, g, e0, e1, s, mo);
 }
-VDE_TARGET_AVX512_ZMM void apply_avx512(const GN& p, int64_t n, int64_t g, int64_t e0,
+template <class T>
+VDE_TARGET_AVX512_ZMM void apply_avx512(const GN<T>& p, int64_t n, int64_t g, int64_t e0,
                                         int64_t e1, double m, double r) {
   apply_range<kAvx512>(p, n, g, e0, e1, m, r);
 }
 #endif
 
-Kernels kernels() {
+template <class T>
+Kernels<T> kernels() {
 #ifdef VDE_X86
   switch (cpu_isa()) {
-    case kAvx512: return {groups_avx512, stats_avx512, apply_avx512};
-    case kAvx2: return {groups_avx2, stats_avx2, apply_avx2};
+    case kAvx512: return {groups_avx512<T>, stats_avx512<T>, apply_avx512<T>};
+    case kAvx2: return {groups_avx2<T>, stats_avx2<T>, apply_avx2<T>};
     default: break;
   }
 #endif
-  return {groups_base, stats_base, apply_base};
+  return {groups_base<T>, stats_base<T>, apply_base<T>};
 }
 
 // [begin, end) of part `i` of `parts` near-equal parts of [0, total).
@@ -261,8 +283,9 @@ inline void split(int64_t total, int64_t parts, int64_t i, int64_t& begin, int64
 }
 
 // Runs the normalisation of every group of p over the OpenMP threads.
-void run(const GN& p) {
-  const Kernels k = kernels();
+template <class T>
+void run(const GN<T>& p) {
+  const Kernels<T> k = kernels<T>();
   const int64_t tasks = (p.N / p.F) * p.G;
   const int64_t group = p.L * p.F;  // elements per group
   const int64_t total = tasks * group;
@@ -319,7 +342,7 @@ void run(const GN& p) {
 
 }  // namespace
 
-void posgn_cpu(const PosGNArgs& a) {
+void posgn_cpu(DType dtype, const PosGNArgs& a) {
   if (!a.x || !a.scale || !a.shift || !a.y)
     throw std::invalid_argument("posgn_cpu: x, scale, shift and y must be non-null");
   if (a.N <= 0 || a.C <= 0 || a.HW <= 0 || a.M <= 0 || a.G <= 0)
@@ -336,14 +359,17 @@ void posgn_cpu(const PosGNArgs& a) {
                                 ") must be divisible by the number of groups G (" +
                                 std::to_string(a.G) + ")");
 
-  const GN p{static_cast<const float*>(a.x), static_cast<const float*>(a.scale),
-             static_cast<const float*>(a.shift), static_cast<const float*>(a.weight),
-             static_cast<const float*>(a.bias), static_cast<float*>(a.y),
-             a.N, a.C, a.HW, a.M, a.G, a.C / a.G, (a.C / a.G) * a.HW, 1, a.eps, a.silu};
-  run(p);
+  with_storage(dtype, "posgn_cpu", [&](auto storage) {
+    using T = decltype(storage);
+    const GN<T> p{static_cast<const T*>(a.x), static_cast<const T*>(a.scale),
+                  static_cast<const T*>(a.shift), static_cast<const T*>(a.weight),
+                  static_cast<const T*>(a.bias), static_cast<T*>(a.y),
+                  a.N, a.C, a.HW, a.M, a.G, a.C / a.G, (a.C / a.G) * a.HW, 1, a.eps, a.silu};
+    run(p);
+  });
 }
 
-void group_norm_cpu(const GroupNormArgs& a) {
+void group_norm_cpu(DType dtype, const GroupNormArgs& a) {
   if (!a.x || !a.y) throw std::invalid_argument("group_norm_cpu: x and y must be non-null");
   if (a.N <= 0 || a.C <= 0 || a.HW <= 0 || a.G <= 0 || a.F <= 0)
     throw std::invalid_argument("group_norm_cpu: N, C, HW, G and F must be positive, got N=" +
@@ -358,11 +384,14 @@ void group_norm_cpu(const GroupNormArgs& a) {
     throw std::invalid_argument("group_norm_cpu: C (" + std::to_string(a.C) +
                                 ") must be divisible by the number of groups G (" +
                                 std::to_string(a.G) + ")");
-  const GN p{static_cast<const float*>(a.x), nullptr, nullptr,
-             static_cast<const float*>(a.weight), static_cast<const float*>(a.bias),
-             static_cast<float*>(a.y), a.N, a.C, a.HW, 1, a.G, a.C / a.G, (a.C / a.G) * a.HW,
-             a.F, a.eps, a.silu};
-  run(p);
+  with_storage(dtype, "group_norm_cpu", [&](auto storage) {
+    using T = decltype(storage);
+    const GN<T> p{static_cast<const T*>(a.x), nullptr, nullptr,
+                  static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
+                  static_cast<T*>(a.y), a.N, a.C, a.HW, 1, a.G, a.C / a.G, (a.C / a.G) * a.HW,
+                  a.F, a.eps, a.silu};
+    run(p);
+  });
 }
 
 }  // namespace vde

@@ -3,8 +3,12 @@
 // flags, the elementwise pieces the steps share (guidance, x0/ε by prediction type, clip) and the
 // parallel driver that walks [0, N*D) in line-aligned chunks, row segment by row segment.
 //
-// Compiled as part of those files, for the baseline instruction set only: no FMA contraction, so
-// the elementwise math keeps the reference's rounding (see the top comment of ddim_step.cpp).
+// The segment loops are compiled for AVX-512, AVX2 and the baseline and picked per call (cpu_isa(),
+// see segment_for), always without FMA contraction: each step file includes cpu/no_contract.h
+// first, so the elementwise math keeps the reference's rounding (see the top comment of
+// ddim_step.cpp) on every instruction set.
+// Storage: the tensors are T (float or bf16, see bf16.h), the math float32 either way; the
+// coefficient tensors (ᾱ, σ, per-frame guidance) are float32 always.
 #pragma once
 
 #include <algorithm>
@@ -14,7 +18,12 @@
 #include <type_traits>
 
 #include "common/ops.h"
+#include "cpu/bf16.h"
 #include "cpu/cpu_common.h"
+
+#ifndef VDE_NO_CONTRACT
+#error "a step kernel file must include cpu/no_contract.h first (see step_common.h)"
+#endif
 
 namespace vde {
 namespace cpu {
@@ -46,30 +55,32 @@ inline void check_sizes_and_codes(const StepArgs& a, const char* op) {
 
 // ---- row pointers -------------------------------------------------------------------------------
 
+template <class T>
 struct Ptrs {
-  const float* x;
-  const float* mo;   // model_out: [N, D], or [2N, D] ([uncond; cond]) under guidance
-  const float* aux;  // the op's third input (DDIM: noise, DPM++: x0_prev), nullable
-  float* x_out;
-  float* x0_out;
+  const T* x;
+  const T* mo;   // model_out: [N, D], or [2N, D] ([uncond; cond]) under guidance
+  const T* aux;  // the op's third input (DDIM: noise, DPM++: x0_prev), nullable
+  T* x_out;
+  T* x0_out;
   int64_t N, D;
   float g, lo, hi;   // guidance scale, clip bounds
   const float* gf;   // per-frame guidance scales [D / inner], or nullptr (then g)
   int64_t inner;     // elements per frame within a row (with gf)
 };
 
-inline Ptrs make_ptrs(const StepArgs& a, const void* aux) {
-  return Ptrs{static_cast<const float*>(a.x), static_cast<const float*>(a.model_out),
-              static_cast<const float*>(aux), static_cast<float*>(a.x_out),
-              static_cast<float*>(a.x0_out), a.N, a.D, a.guidance_scale, -a.clip_sample,
-              a.clip_sample, a.guidance_frames, a.frame_inner};
+template <class T>
+inline Ptrs<T> make_ptrs(const StepArgs& a, const void* aux) {
+  return Ptrs<T>{static_cast<const T*>(a.x), static_cast<const T*>(a.model_out),
+                 static_cast<const T*>(aux), static_cast<T*>(a.x_out),
+                 static_cast<T*>(a.x0_out), a.N, a.D, a.guidance_scale, -a.clip_sample,
+                 a.clip_sample, a.guidance_frames, a.frame_inner};
 }
 
 // Calls piece(d0, d1, g) over the parts of [d0, d1) (elements of one row) that share one guidance
 // scale g: the whole range with the scalar scale, else the range cut at frame boundaries (element
 // d of a row is in frame d / inner). The segment loops stay branch-free either way.
-template <class Piece>
-VDE_INLINE void for_each_guidance_piece(const Ptrs& p, int64_t d0, int64_t d1,
+template <class T, class Piece>
+VDE_INLINE void for_each_guidance_piece(const Ptrs<T>& p, int64_t d0, int64_t d1,
                                         const Piece& piece) {
   if (!p.gf) {
     piece(d0, d1, p.g);
@@ -136,16 +147,58 @@ VDE_INLINE float clamp(float v, float lo, float hi) {
   return v > hi ? hi : v;
 }
 
+// ---- per-instruction-set segment functions ------------------------------------------------------
+
+// A step file's segment: a struct Seg with
+//   template <class T> static VDE_INLINE void run(const Ptrs<T>&, int64_t n, int64_t d0,
+//                                                  int64_t d1, const Coef&, float g)
+// (elements [d0, d1) of row n with guidance scale g), its flags baked into Seg's template
+// arguments. segment_for<Seg, T, Coef>() gives run compiled for the CPU's instruction set.
+template <class T, class Coef>
+using SegmentFn = void (*)(const Ptrs<T>&, int64_t, int64_t, int64_t, const Coef&, float);
+
+template <class Seg, class T, class Coef>
+void segment_base(const Ptrs<T>& p, int64_t n, int64_t d0, int64_t d1, const Coef& c, float g) {
+  Seg::run(p, n, d0, d1, c, g);
+}
+#ifdef VDE_X86
+template <class Seg, class T, class Coef>
+VDE_TARGET_AVX2 void segment_avx2(const Ptrs<T>& p, int64_t n, int64_t d0, int64_t d1,
+                                  const Coef& c, float g) {
+  Seg::run(p, n, d0, d1, c, g);
+}
+template <class Seg, class T, class Coef>
+VDE_TARGET_AVX512_ZMM void segment_avx512(const Ptrs<T>& p, int64_t n, int64_t d0, int64_t d1,
+                                          const Coef& c, float g) {
+  Seg::run(p, n, d0, d1, c, g);
+}
+#endif
+
+template <class Seg, class T, class Coef>
+SegmentFn<T, Coef> segment_for(Isa isa) {
+#ifdef VDE_X86
+  switch (isa) {
+    case kAvx512: return &segment_avx512<Seg, T, Coef>;
+    case kAvx2: return &segment_avx2<Seg, T, Coef>;
+    default: break;
+  }
+#endif
+  (void)isa;
+  return &segment_base<Seg, T, Coef>;
+}
+
 // ---- parallel driver ----------------------------------------------------------------------------
 
 // Calls segment(n, d0, d1) for row segments covering [0, N*D) once: chunks of whole 64-byte lines
-// (no cache line is written by two threads), >= 64 KiB and ~8 per thread, handed out dynamically;
-// a chunk walks its rows segment by segment.
-template <class Segment>
+// of T elements (no cache line is written by two threads), >= 1024 lines and ~8 per thread, handed
+// out dynamically; a chunk walks its rows segment by segment.
+template <class T, class Segment>
 void for_each_row_segment(int64_t N, int64_t D, const Segment& segment) {
+  constexpr int64_t per_line = 64 / sizeof(T);
   const int64_t total = N * D;
-  const int64_t lines = (total + 15) / 16;
-  const int64_t chunk = std::max<int64_t>(1024, lines / (int64_t{8} * max_threads())) * 16;
+  const int64_t lines = (total + per_line - 1) / per_line;
+  const int64_t chunk =
+      std::max<int64_t>(1024, lines / (int64_t{8} * max_threads())) * per_line;
   const int64_t nchunks = (total + chunk - 1) / chunk;
   VDE_OMP(parallel for schedule(dynamic, 1) if (nchunks > 1))
   for (int64_t ch = 0; ch < nchunks; ++ch) {

@@ -1,5 +1,6 @@
-// Temporal attention, float32 CPU kernel: softmax attention across the F frames, independently for
-// every (video b, pixel s, head h).
+// Temporal attention, float32 and bfloat16 CPU kernel: softmax attention across the F frames,
+// independently for every (video b, pixel s, head h). bfloat16 storage (q, k, v, out), float32
+// scores, softmax and accumulation, one rounding per output.
 //
 //   out[b*F+i, s, h*D+d] = Σ_j softmax_j(scale * q_i·k_j + bias[i, j]) v_j[d]
 //   q_i = q[(b*F+i)*q_row_stride + s*q_pix_stride + h*D + 0..D), same for k, v; out contiguous.
@@ -23,6 +24,9 @@
 //   4F separate D-float rows (q, k, v, out of every frame): too many streams for the hardware
 //   prefetcher, so the same head of the next pixel is prefetched explicitly. Scratch per thread:
 //   L*(D + 2F + 1) floats (4 KiB at F=16, D=32), in L1.
+//   bfloat16: q and v are widened as they are loaded (one shift per vector on top of the FMAs);
+//   k, read one broadcast scalar per FMA in step 2, is widened once per item into F*D floats of
+//   scratch first, so that step 2 runs the float32 code unchanged.
 //
 // Bytes moved (minimal, and what this kernel moves): read q, k, v and write out once, 16 bytes
 //   per element of q: 16*B*F*S*C. The PyTorch path (permute copies, SDPA, permute back) moves
@@ -43,6 +47,7 @@
 #include <vector>
 
 #include "common/ops.h"
+#include "cpu/bf16.h"
 #include "cpu/cpu_common.h"
 
 namespace vde {
@@ -50,19 +55,8 @@ namespace {
 
 using namespace vde::cpu;
 
-// ---- L-lane vectors (GCC/Clang generic vectors) -------------------------------------------------
+// ---- L-lane vectors (Vec, load, store: bf16.h) -------------------------------------------------
 // L = the target's register width: 16 (AVX-512), 8 (AVX2), 4 (SSE2). Query blocks are L wide.
-// Helpers take references: passing vectors by value would change the ABI between targets.
-template <int L>
-struct Vec {
-  typedef float f __attribute__((vector_size(sizeof(float) * L)));
-  typedef int32_t i __attribute__((vector_size(sizeof(int32_t) * L)));
-};
-
-template <class V>
-VDE_INLINE void load(V& r, const float* p) { std::memcpy(&r, p, sizeof(V)); }
-template <class V>
-VDE_INLINE void store(float* p, const V& r) { std::memcpy(p, &r, sizeof(V)); }
 // r = mask ? a : b, mask lanes all-ones or zero (results of vector comparisons).
 template <class V, class M>
 VDE_INLINE void select(V& r, const M& mask, const V& a, const V& b) {
@@ -123,7 +117,7 @@ VDE_INLINE void transpose(typename Vec<L>::f* r) {
 // Prefetch the cache lines of [p, p + bytes) into L2 (for writing when W). A work item's 4F frame
 // rows are 4F separate strided streams, too many for the hardware prefetchers to follow.
 template <bool W>
-VDE_INLINE void prefetch_span(const float* p, int64_t bytes) {
+VDE_INLINE void prefetch_span(const void* p, int64_t bytes) {
   const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
   const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) & ~uintptr_t{63};
   for (uintptr_t line = first; line <= last; line += 64)
@@ -131,12 +125,13 @@ VDE_INLINE void prefetch_span(const float* p, int64_t bytes) {
 }
 
 // ---- the op -------------------------------------------------------------------------------------
+template <class T>  // storage: float or bf16
 struct Attn {
-  const float* q;
-  const float* k;
-  const float* v;
+  const T* q;
+  const T* k;
+  const T* v;
   const float* bias_t;  // bias transposed and padded: bias_t[j*Fp + i] = bias[i, j]; or nullptr
-  float* out;
+  T* out;
   int64_t B, F, S, H, D, C, Fp;
   int64_t qr, qp, kr, kp, vr, vp;
   float scale;
@@ -144,8 +139,23 @@ struct Attn {
 
 constexpr int kMaxLanes = 16;
 constexpr int64_t kSumBlock = 16;  // dot products sum blocks of 16 terms, then the blocks
-// Scratch per thread, in floats: qt [D][L] + st [F][L] + inv [L] + vt [F][L].
-inline int64_t scratch_floats(int64_t F, int64_t D) { return kMaxLanes * (D + 2 * F + 1); }
+// Scratch per thread, in floats: qt [D][L] + st [F][L] + inv [L] + vt [F][L] (+ kf [F][D], the
+// item's keys widened to float32, with bfloat16 storage).
+inline int64_t scratch_floats(int64_t F, int64_t D, bool widen_k) {
+  return kMaxLanes * (D + 2 * F + 1) + (widen_k ? F * D : 0);
+}
+
+// The first `count` lanes of r stored at p (the channel tail of an output row).
+template <class V>
+VDE_INLINE void store_first(float* p, const V& r, int64_t count) {
+  std::memcpy(p, &r, count * sizeof(float));
+}
+template <class V>
+VDE_INLINE void store_first(bf16* p, const V& r, int64_t count) {
+  bf16 rounded[lanes_of<V>];
+  store(rounded, r);
+  std::memcpy(p, rounded, count * sizeof(bf16));
+}
 
 template <int ISA> constexpr int lanes() { return ISA == kAvx512 ? 16 : (ISA == kAvx2 ? 8 : 4); }
 // Queries per pass of step 4: QB accumulators + 1 v vector stay in registers.
@@ -153,8 +163,8 @@ template <int ISA> constexpr int query_block() { return ISA == kAvx512 ? 8 : lan
 // Keys per pass of step 2 (accumulators in registers).
 template <int ISA> constexpr int key_block() { return ISA == kBase ? 4 : 8; }
 
-template <int ISA>
-VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scratch) {
+template <int ISA, class T>
+VDE_INLINE void attend(const Attn<T>& a, int64_t item0, int64_t item1, float* scratch) {
   constexpr int L = lanes<ISA>();
   constexpr int QB = query_block<ISA>();
   static_assert(L % QB == 0, "query blocks must tile the lanes");
@@ -165,6 +175,7 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
   float* st = qt + L * D;        // [F][L]
   float* inv = st + L * F;       // [L]
   float* vt = inv + L;           // [F][L]: the channel tail of V (D % L channels), zero-padded
+  float* kf = vt + L * F;        // [F][D]: bfloat16 keys widened (unused for float32)
   const int64_t c_tail = D - D % L, rem = D % L;  // first tail channel, tail width
   if (rem) std::memset(vt, 0, sizeof(float) * L * F);  // lanes >= rem stay zero
   const V zero{};
@@ -173,28 +184,49 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
   for (int64_t item = item0; item < item1; ++item) {
     const int64_t bs = item / a.H, h = item % a.H;
     const int64_t b = bs / a.S, s = bs % a.S;
-    const float* qb = a.q + b * F * a.qr + s * a.qp + h * D;  // frame i at qb + i*qr
-    const float* kb = a.k + b * F * a.kr + s * a.kp + h * D;
-    const float* vb = a.v + b * F * a.vr + s * a.vp + h * D;
-    float* ob = a.out + (b * F * a.S + s) * a.C + h * D;     // frame i at ob + i*S*C
+    const T* qb = a.q + b * F * a.qr + s * a.qp + h * D;  // frame i at qb + i*qr
+    const T* kin = a.k + b * F * a.kr + s * a.kp + h * D;
+    const T* vb = a.v + b * F * a.vr + s * a.vp + h * D;
+    T* ob = a.out + (b * F * a.S + s) * a.C + h * D;     // frame i at ob + i*S*C
     const int64_t o_row = a.S * a.C;
 
     if (bs + 1 < a.B * a.S) {  // this head of the next pixel: H items ahead, ~µs of work
       const int64_t b1 = (bs + 1) / a.S, s1 = (bs + 1) % a.S;
-      const float* qn = a.q + b1 * F * a.qr + s1 * a.qp + h * D;
-      const float* kn = a.k + b1 * F * a.kr + s1 * a.kp + h * D;
-      const float* vn = a.v + b1 * F * a.vr + s1 * a.vp + h * D;
-      float* on = a.out + (b1 * F * a.S + s1) * a.C + h * D;
+      const T* qn = a.q + b1 * F * a.qr + s1 * a.qp + h * D;
+      const T* kn = a.k + b1 * F * a.kr + s1 * a.kp + h * D;
+      const T* vn = a.v + b1 * F * a.vr + s1 * a.vp + h * D;
+      T* on = a.out + (b1 * F * a.S + s1) * a.C + h * D;
+      const int64_t row_bytes = D * static_cast<int64_t>(sizeof(T));
       for (int64_t i = 0; i < F; ++i) {
-        prefetch_span<false>(qn + i * a.qr, D * 4);
-        prefetch_span<false>(kn + i * a.kr, D * 4);
-        prefetch_span<false>(vn + i * a.vr, D * 4);
-        prefetch_span<true>(on + i * o_row, D * 4);
+        prefetch_span<false>(qn + i * a.qr, row_bytes);
+        prefetch_span<false>(kn + i * a.kr, row_bytes);
+        prefetch_span<false>(vn + i * a.vr, row_bytes);
+        prefetch_span<true>(on + i * o_row, row_bytes);
       }
     }
 
+    // Keys as float32 rows kb + j*kr: in place, or (bfloat16) widened into kf once per item.
+    const float* kb;
+    int64_t kr;
+    if constexpr (is_bf16<T>) {
+      for (int64_t j = 0; j < F; ++j) {
+        const T* src = kin + j * a.kr;
+        float* dst = kf + j * D;
+        VDE_OMP(simd)
+        for (int64_t d = 0; d < D; ++d) dst[d] = to_float(src[d]);
+      }
+      kb = kf;
+      kr = D;
+    } else {
+      kb = kin;
+      kr = a.kr;
+    }
+
     if (rem) {  // the channel tail of every frame's V row, in full zero-padded vectors
-      for (int64_t j = 0; j < F; ++j) std::memcpy(vt + j * L, vb + j * a.vr + c_tail, rem * 4);
+      for (int64_t j = 0; j < F; ++j) {
+        const T* src = vb + j * a.vr + c_tail;
+        for (int64_t d = 0; d < rem; ++d) vt[j * L + d] = to_float(src[d]);
+      }
     }
 
     for (int64_t i0 = 0; i0 < F; i0 += L) {
@@ -220,8 +252,8 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
 #endif
       if (d0 < D) {  // channel tail (all channels without shuffles)
         for (int64_t ii = 0; ii < ni; ++ii) {
-          const float* qrow = qb + (i0 + ii) * a.qr;
-          for (int64_t d = d0; d < D; ++d) qt[d * L + ii] = qrow[d] * a.scale;
+          const T* qrow = qb + (i0 + ii) * a.qr;
+          for (int64_t d = d0; d < D; ++d) qt[d * L + ii] = to_float(qrow[d]) * a.scale;
         }
         for (int64_t d = d0; d < D; ++d)
           for (int64_t ii = ni; ii < L; ++ii) qt[d * L + ii] = 0.0f;
@@ -233,7 +265,7 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
       for (; j + KB <= F; j += KB) {
         V acc[KB];
         for (int jj = 0; jj < KB; ++jj) acc[jj] = zero;
-        const float* k0 = kb + j * a.kr;
+        const float* k0 = kb + j * kr;
         for (int64_t d0 = 0; d0 < D; d0 += kSumBlock) {  // blocked sum: error grows with 16, not D
           const int64_t d1 = std::min(D, d0 + kSumBlock);
           V part[KB];
@@ -241,7 +273,7 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
           for (int64_t d = d0; d < d1; ++d) {
             V qv;
             load(qv, qt + d * L);
-            for (int jj = 0; jj < KB; ++jj) part[jj] += k0[jj * a.kr + d] * qv;
+            for (int jj = 0; jj < KB; ++jj) part[jj] += k0[jj * kr + d] * qv;
           }
           for (int jj = 0; jj < KB; ++jj) acc[jj] += part[jj];
         }
@@ -255,7 +287,7 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
         }
       }
       for (; j < F; ++j) {
-        const float* k0 = kb + j * a.kr;
+        const float* k0 = kb + j * kr;
         V s0{};
         for (int64_t d0 = 0; d0 < D; d0 += kSumBlock) {
           const int64_t d1 = std::min(D, d0 + kSumBlock);
@@ -318,7 +350,7 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
         for (; c0 + L <= D; c0 += L) {
           V acc[QB];
           for (int qq = 0; qq < QB; ++qq) acc[qq] = zero;
-          const float* vrow = vb + c0;
+          const T* vrow = vb + c0;
           const float* prow = st + ii;
           for (int64_t jj = 0; jj < F; ++jj, vrow += a.vr, prow += L) {
             V vv;
@@ -341,7 +373,7 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
           }
           for (int64_t qq = 0; qq < nq; ++qq) {
             const V o = acc[qq] * inv[ii + qq];
-            std::memcpy(ob + (i0 + ii + qq) * o_row + c_tail, &o, rem * 4);
+            store_first(ob + (i0 + ii + qq) * o_row + c_tail, o, rem);
           }
         }
       }
@@ -349,34 +381,69 @@ VDE_INLINE void attend(const Attn& a, int64_t item0, int64_t item1, float* scrat
   }
 }
 
-void attend_base(const Attn& a, int64_t i0, int64_t i1, float* scratch) {
+template <class T>
+void attend_base(const Attn<T>& a, int64_t i0, int64_t i1, float* scratch) {
   attend<kBase>(a, i0, i1, scratch);
 }
 #ifdef VDE_X86
-VDE_TARGET_AVX2 void attend_avx2(const Attn& a, int64_t i0, int64_t i1, float* scratch) {
+template <class T>
+VDE_TARGET_AVX2 void attend_avx2(const Attn<T>& a, int64_t i0, int64_t i1, float* scratch) {
   attend<kAvx2>(a, i0, i1, scratch);
 }
-VDE_TARGET_AVX512 void attend_avx512(const Attn& a, int64_t i0, int64_t i1, float* scratch) {
+template <class T>
+VDE_TARGET_AVX512 void attend_avx512(const Attn<T>& a, int64_t i0, int64_t i1, float* scratch) {
   attend<kAvx512>(a, i0, i1, scratch);
 }
 #endif
 
-using AttendFn = void (*)(const Attn&, int64_t, int64_t, float*);
+template <class T>
+using AttendFn = void (*)(const Attn<T>&, int64_t, int64_t, float*);
 
-AttendFn attend_kernel() {
+template <class T>
+AttendFn<T> attend_kernel() {
 #ifdef VDE_X86
   switch (cpu_isa()) {
-    case kAvx512: return attend_avx512;
-    case kAvx2: return attend_avx2;
+    case kAvx512: return attend_avx512<T>;
+    case kAvx2: return attend_avx2<T>;
     default: break;
   }
 #endif
-  return attend_base;
+  return attend_base<T>;
+}
+
+// Runs the attention of every (b, s, h) item of p over the OpenMP threads.
+template <class T>
+void run(const Attn<T>& p) {
+  const int64_t items = p.B * p.S * p.H;
+  const int nt = max_threads();
+  const bool parallel = nt > 1 && items * p.F * p.F * p.D >= (int64_t{1} << 16);
+  const int nscratch = parallel ? nt : 1;
+  // 64-byte aligned per-thread slices (plus one line of slack for the alignment).
+  const int64_t per = (scratch_floats(p.F, p.D, is_bf16<T>) + 15) / 16 * 16;
+  std::vector<float> scratch(static_cast<size_t>(per * nscratch + 16));
+  float* base = scratch.data();
+  base += (16 - (reinterpret_cast<uintptr_t>(base) / sizeof(float)) % 16) % 16;
+  const AttendFn<T> fn = attend_kernel<T>();
+
+  // Contiguous chunks, ~16 per thread, handed out dynamically: a thread that loses its core to
+  // another process (or runs on a slower core) does not hold up the others at the barrier.
+  const int64_t chunk = std::max<int64_t>(1, items / (int64_t{16} * nscratch));
+  const int64_t nchunks = (items + chunk - 1) / chunk;
+  VDE_OMP(parallel if (parallel) num_threads(nscratch))
+  {
+#ifdef _OPENMP
+    float* mine = base + omp_get_thread_num() * per;
+#else
+    float* mine = base;
+#endif
+    VDE_OMP(for schedule(dynamic, 1))
+    for (int64_t c = 0; c < nchunks; ++c) fn(p, c * chunk, std::min(items, (c + 1) * chunk), mine);
+  }
 }
 
 }  // namespace
 
-void temporal_attention_cpu(const AttentionArgs& a) {
+void temporal_attention_cpu(DType dtype, const AttentionArgs& a) {
   if (!a.q || !a.k || !a.v || !a.out)
     throw std::invalid_argument("temporal_attention_cpu: q, k, v and out must be non-null");
   if (a.B <= 0 || a.F <= 0 || a.S <= 0 || a.H <= 0 || a.D <= 0)
@@ -395,37 +462,15 @@ void temporal_attention_cpu(const AttentionArgs& a) {
     for (int64_t i = 0; i < a.F; ++i)
       for (int64_t j = 0; j < a.F; ++j) bias_t[j * Fp + i] = a.bias[i * a.F + j];
   }
-  const Attn p{static_cast<const float*>(a.q), static_cast<const float*>(a.k),
-               static_cast<const float*>(a.v), a.bias ? bias_t.data() : nullptr,
-               static_cast<float*>(a.out), a.B, a.F, a.S, a.H, a.D, a.H * a.D, Fp,
-               a.q_row_stride, a.q_pix_stride, a.k_row_stride, a.k_pix_stride,
-               a.v_row_stride, a.v_pix_stride, a.scale};
-
-  const int64_t items = a.B * a.S * a.H;
-  const int nt = max_threads();
-  const bool parallel = nt > 1 && items * a.F * a.F * a.D >= (int64_t{1} << 16);
-  const int nscratch = parallel ? nt : 1;
-  // 64-byte aligned per-thread slices (plus one line of slack for the alignment).
-  const int64_t per = (scratch_floats(a.F, a.D) + 15) / 16 * 16;
-  std::vector<float> scratch(static_cast<size_t>(per * nscratch + 16));
-  float* base = scratch.data();
-  base += (16 - (reinterpret_cast<uintptr_t>(base) / sizeof(float)) % 16) % 16;
-  const AttendFn fn = attend_kernel();
-
-  // Contiguous chunks, ~16 per thread, handed out dynamically: a thread that loses its core to
-  // another process (or runs on a slower core) does not hold up the others at the barrier.
-  const int64_t chunk = std::max<int64_t>(1, items / (int64_t{16} * nscratch));
-  const int64_t nchunks = (items + chunk - 1) / chunk;
-  VDE_OMP(parallel if (parallel) num_threads(nscratch))
-  {
-#ifdef _OPENMP
-    float* mine = base + omp_get_thread_num() * per;
-#else
-    float* mine = base;
-#endif
-    VDE_OMP(for schedule(dynamic, 1))
-    for (int64_t c = 0; c < nchunks; ++c) fn(p, c * chunk, std::min(items, (c + 1) * chunk), mine);
-  }
+  with_storage(dtype, "temporal_attention_cpu", [&](auto storage) {
+    using T = decltype(storage);
+    const Attn<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                    static_cast<const T*>(a.v), a.bias ? bias_t.data() : nullptr,
+                    static_cast<T*>(a.out), a.B, a.F, a.S, a.H, a.D, a.H * a.D, Fp,
+                    a.q_row_stride, a.q_pix_stride, a.k_row_stride, a.k_pix_stride,
+                    a.v_row_stride, a.v_pix_stride, a.scale};
+    run(p);
+  });
 }
 
 }  // namespace vde

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from _dtype_helpers import assert_close_bf16
 
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (6e-2, 4e-2)}
 PREDICTIONS = ["epsilon", "v_prediction", "sample"]
@@ -52,6 +53,16 @@ def f64_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.cpu().double()
 
 
+def reference_casts(sample: torch.Tensor):
+    """(tensor cast, coefficient cast) for the reference's inputs: float64 on the CPU (ground
+    truth), or, for bfloat16 on the CPU, the kernel's own bfloat16 tensors and float32
+    coefficients: the reference then computes in float32 and rounds once as the kernel does, and
+    assert_matches holds the two to one bfloat16 ulp (_dtype_helpers)."""
+    if sample.dtype == torch.bfloat16 and sample.device.type == "cpu":
+        return (lambda t: t), (lambda c: c.float())
+    return f64_cpu, (lambda c: c.double())
+
+
 def assert_fresh_output(t: torch.Tensor, sample: torch.Tensor) -> None:
     """An op output: sample's shape, dtype and device, contiguous, and every element written."""
     assert t.shape == sample.shape and t.dtype == sample.dtype and t.device == sample.device
@@ -60,7 +71,11 @@ def assert_fresh_output(t: torch.Tensor, sample: torch.Tensor) -> None:
 
 
 def assert_matches(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
-    """got (any device and dtype) against the float64 reference, within TOL[dtype]."""
+    """got (any device and dtype) against the float64 reference, within TOL[dtype]; against a
+    bfloat16 reference (see reference_casts) within the float32 tolerance + 1 bfloat16 ulp."""
+    if ref.dtype == torch.bfloat16:
+        assert_close_bf16(got, ref, *TOL[torch.float32])
+        return
     atol, rtol = TOL[dtype]
     torch.testing.assert_close(got.cpu().double(), ref, atol=atol, rtol=rtol)
 

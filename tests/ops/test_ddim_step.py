@@ -12,6 +12,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,10 +46,10 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, eta=0.0, clip=None
                         return_x0=return_x0)
     x_prev, x0 = out if return_x0 else (out, None)
     H.assert_fresh_output(x_prev, sample)
+    t, c = H.reference_casts(sample)
     ref_prev, ref_x0 = R.ddim_step(
-        H.f64_cpu(sample), H.f64_cpu(model_output), H.used(ab_t, kind).double(),
-        H.used(ab_prev, kind).double(), eta, H.f64_cpu(noise), prediction, g_ref, clip,
-        return_x0=True,
+        t(sample), t(model_output), c(H.used(ab_t, kind)), c(H.used(ab_prev, kind)), eta,
+        None if noise is None else t(noise), prediction, g_ref, clip, return_x0=True,
     )
     H.assert_matches(x_prev, ref_prev, dtype)
     if return_x0:
@@ -65,15 +66,17 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, eta=0.0, clip=None
 @pytest.mark.parametrize("guidance", [None, 4.5])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 @pytest.mark.parametrize("kind", H.COEF_KINDS)
-def test_matches_reference(shape, prediction, guidance, eta, kind, gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_matches_reference(shape, prediction, guidance, eta, kind, dtype, gen):
     check(shape, gen, prediction=prediction, guidance=guidance, eta=eta, kind=kind,
-          return_x0=kind != "tensor1")
+          return_x0=kind != "tensor1", dtype=dtype)
 
 
 @pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("clip", [0.5, 1.0])
-def test_clip_sample(prediction, clip, gen):
-    check((4, 3, 8, 8), gen, prediction=prediction, clip=clip, eta=1.0, guidance=2.0)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_clip_sample(prediction, clip, dtype, gen):
+    check((4, 3, 8, 8), gen, prediction=prediction, clip=clip, eta=1.0, guidance=2.0, dtype=dtype)
 
 
 @pytest.mark.parametrize("kind", ["float", "per_row"])
@@ -89,10 +92,35 @@ def test_coefficient_layouts(kind, gen):
     check((4, 2, 3), gen, kind=kind, eta=1.0)
 
 
-def test_video_shape(gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_video_shape(dtype, gen):
     """2 videos × 4 latent channels × 16 frames × 32×32 (as [N, C, F, H, W]), CFG, per-row ᾱ."""
     check((2, 4, 16, 32, 32), gen, prediction="v_prediction", guidance=7.5, eta=1.0,
-          kind="per_row")
+          kind="per_row", dtype=dtype)
+
+
+def test_bfloat16_outputs_round_to_nearest_even(gen):
+    """The bfloat16 store rounds as torch's .to(bfloat16), bit for bit: to nearest, ties to even,
+    overflow to ±inf, subnormals kept (no flush); NaN is stored as the quiet NaN 0x7FC0. With
+    sample prediction and ᾱ_prev = 1 the step is x_prev = u + g·(c − u), a float32 value in
+    general, so the output is its rounding."""
+    n = 1 << 18  # ~4 exact ties (probability 2^-16 each) besides the constructed one
+    u = torch.randn(n, generator=gen).bfloat16()
+    c = torch.randn(n, generator=gen).bfloat16()
+    big = torch.finfo(torch.bfloat16).max
+    c[:7] = torch.tensor([0.0, 1.0, big, 1e-39, 1.0, float("nan"), -big]).bfloat16()
+    u[:7] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0 + 2**-7, 0.0, 0.0]).bfloat16()
+    g = 1.0 + 2**-8  # 1·g = 1 + 2^-8: the tie between 1 and 1 + 2^-7 goes to the even 1
+    out = ops.ddim_step(torch.zeros(1, n, dtype=torch.bfloat16), torch.stack([u, c]), 0.5, 1.0,
+                        prediction_type="sample", guidance_scale=g)[0]
+    expected = (u.float() + g * (c.float() - u.float())).bfloat16()
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(out), nan)
+    assert torch.equal(out[~nan].view(torch.int16), expected[~nan].view(torch.int16))
+    assert out[1] == 1.0 and out[2] == float("inf") and out[6] == -float("inf")
+    assert 0 < out[3] < torch.finfo(torch.bfloat16).tiny and out[4] == 1.0
+    assert out[5].view(torch.int16) == 0x7FC0
+
 
 # ---- per-frame guidance ([N, F, ...] samples, one scale per frame) ----------------------------------
 
@@ -100,8 +128,9 @@ def test_video_shape(gen):
 @pytest.mark.parametrize("shape", H.FRAME_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("kind", ["float", "per_row"])
-def test_per_frame_guidance_matches_reference(shape, prediction, kind, gen):
-    check(shape, gen, prediction=prediction, guidance="frames", kind=kind, eta=1.0)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_per_frame_guidance_matches_reference(shape, prediction, kind, dtype, gen):
+    check(shape, gen, prediction=prediction, guidance="frames", kind=kind, eta=1.0, dtype=dtype)
 
 
 def test_per_frame_guidance_is_scalar_guidance_frame_by_frame(gen):
@@ -125,11 +154,12 @@ def test_per_frame_guidance_is_scalar_guidance_frame_by_frame(gen):
 @given(
     n=st.integers(1, 5), d=st.integers(1, 70), prediction=st.sampled_from(H.PREDICTIONS),
     guidance=st.sampled_from([None, 0.0, 1.0, 6.0]), eta=st.sampled_from([0.0, 0.3, 1.0]),
-    clip=st.sampled_from([None, 1.0]), kind=st.sampled_from(H.COEF_KINDS), seed=st.integers(0, 2**31 - 1),
+    clip=st.sampled_from([None, 1.0]), kind=st.sampled_from(H.COEF_KINDS),
+    dtype=st.sampled_from(CPU_DTYPES), seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_reference_hypothesis(n, d, prediction, guidance, eta, clip, kind, seed):
+def test_matches_reference_hypothesis(n, d, prediction, guidance, eta, clip, kind, dtype, seed):
     check((n, d), torch.Generator().manual_seed(seed), prediction=prediction, guidance=guidance,
-          eta=eta, clip=clip, kind=kind)
+          eta=eta, clip=clip, kind=kind, dtype=dtype)
 
 
 def test_noise_ignored_when_eta_is_zero(gen):
@@ -376,12 +406,17 @@ BAD = [
     ({"eta": 1.0, "noise": torch.randn(3, 5, 4).transpose(1, 2)}, ValueError,
      r"noise must be contiguous"),
     ({"sample": torch.randn(3, 4, 5).double(), "model_output": torch.randn(3, 4, 5).double()},
-     TypeError, r"sample has dtype torch\.float64, but the CPU kernels are float32"),
+     TypeError, r"sample has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
     ({"sample": torch.randn(3, 4, 5).half(), "model_output": torch.randn(3, 4, 5).half()},
-     TypeError, r"sample has dtype torch\.float16, but the CPU kernels are float32"),
+     TypeError, r"sample has dtype torch\.float16, but the CPU kernels take float32 or bfloat16"),
     ({"model_output": torch.randn(3, 4, 5).double()}, TypeError,
      r"model_output must have the dtype of sample"),
     ({"eta": 1.0, "noise": NOISE.half()}, TypeError, r"noise must have the dtype of sample"),
+    ({"sample": torch.randn(3, 4, 5).bfloat16()}, TypeError,
+     r"model_output must have the dtype of sample \(torch\.bfloat16\), got torch\.float32"),
+    ({"sample": torch.randn(3, 4, 5).bfloat16(), "model_output": torch.randn(3, 4, 5).bfloat16(),
+          "eta": 1.0, "noise": NOISE}, TypeError,
+     r"noise must have the dtype of sample \(torch\.bfloat16\)"),
     ({"sample": torch.ones(3, 4, 5, dtype=torch.int64)}, TypeError,
      r"sample must be a floating-point tensor"),
     ({"model_output": torch.ones(3, 4, 5, dtype=torch.bool)}, TypeError,

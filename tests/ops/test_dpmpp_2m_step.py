@@ -11,6 +11,7 @@ import _step_helpers as H
 import diffusers
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,10 +51,11 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, order=2
     )
     for t in (x_next, x0):
         H.assert_fresh_output(t, sample)
+    t, c = H.reference_casts(sample)
     ref_next, ref_x0 = R.dpmpp_2m_step(
-        H.f64_cpu(sample), H.f64_cpu(model_output), H.used(ab_t, kind).double(),
-        H.used(ab_next, kind).double(), H.f64_cpu(x0_prev),
-        H.used(ab_prev, kind).double() if order == 2 else None, prediction, g_ref, clip,
+        t(sample), t(model_output), c(H.used(ab_t, kind)), c(H.used(ab_next, kind)),
+        None if x0_prev is None else t(x0_prev),
+        c(H.used(ab_prev, kind)) if order == 2 else None, prediction, g_ref, clip,
     )
     H.assert_matches(x_next, ref_next, dtype)
     H.assert_matches(x0, ref_x0, dtype)
@@ -68,14 +70,18 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, order=2
 @pytest.mark.parametrize("guidance", [None, 4.5])
 @pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("kind", H.COEF_KINDS)
-def test_matches_reference(shape, prediction, guidance, order, kind, gen):
-    check(shape, gen, prediction=prediction, guidance=guidance, order=order, kind=kind)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_matches_reference(shape, prediction, guidance, order, kind, dtype, gen):
+    check(shape, gen, prediction=prediction, guidance=guidance, order=order, kind=kind,
+          dtype=dtype)
 
 
 @pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("order", [1, 2])
-def test_clip_sample(prediction, order, gen):
-    check((4, 3, 8, 8), gen, prediction=prediction, order=order, clip=1.0, guidance=2.0)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_clip_sample(prediction, order, dtype, gen):
+    check((4, 3, 8, 8), gen, prediction=prediction, order=order, clip=1.0, guidance=2.0,
+          dtype=dtype)
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -300,9 +306,11 @@ BAD = [
      r"model_output must be contiguous"),
     ({"sample": torch.randn(3, 4, 5).double(), "model_output": torch.randn(3, 4, 5).double(),
           "x0_prev": torch.randn(3, 4, 5).double()}, TypeError,
-     r"sample has dtype torch\.float64, but the CPU kernels are float32"),
-    ({"sample": torch.randn(3, 4, 5).bfloat16(), "model_output": torch.randn(3, 4, 5).bfloat16(),
-          "x0_prev": None}, TypeError, r"sample has dtype torch\.bfloat16, but the CPU kernels"),
+     r"sample has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
+    ({"sample": torch.randn(3, 4, 5).half(), "model_output": torch.randn(3, 4, 5).half(),
+          "x0_prev": None}, TypeError, r"sample has dtype torch\.float16, but the CPU kernels"),
+    ({"sample": torch.randn(3, 4, 5).bfloat16(), "model_output": torch.randn(3, 4, 5).bfloat16()},
+     TypeError, r"x0_prev must have the dtype of sample \(torch\.bfloat16\), got torch\.float32"),
     ({"model_output": torch.randn(3, 4, 5).half()}, TypeError, r"model_output must have the dtype"),
     ({"sample": torch.ones(3, 4, 5, dtype=torch.int32)}, TypeError, r"sample must be a floating-point"),
     ({"model_output": torch.empty(3, 4, 5, device="meta")}, ValueError,

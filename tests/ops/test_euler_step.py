@@ -12,6 +12,7 @@ import _step_helpers as H
 import diffusers
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,9 +44,10 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, kind="f
                          guidance_scale=g_op, clip_sample=clip, return_x0=return_x0)
     x_next, x0 = out if return_x0 else (out, None)
     H.assert_fresh_output(x_next, sample)
+    t, c = H.reference_casts(sample)
     ref_next, ref_x0 = R.euler_step(
-        H.f64_cpu(sample), H.f64_cpu(model_output), H.used(sigma, kind).double(),
-        H.used(sigma_next, kind).double(), prediction, g_ref, clip, return_x0=True,
+        t(sample), t(model_output), c(H.used(sigma, kind)), c(H.used(sigma_next, kind)),
+        prediction, g_ref, clip, return_x0=True,
     )
     H.assert_matches(x_next, ref_next, dtype)
     if return_x0:
@@ -61,15 +63,17 @@ def check(shape, gen, *, prediction="epsilon", guidance=None, clip=None, kind="f
 @pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("guidance", [None, 4.5])
 @pytest.mark.parametrize("kind", H.COEF_KINDS)
-def test_matches_reference(shape, prediction, guidance, kind, gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_matches_reference(shape, prediction, guidance, kind, dtype, gen):
     check(shape, gen, prediction=prediction, guidance=guidance, kind=kind,
-          return_x0=kind != "tensor1")
+          return_x0=kind != "tensor1", dtype=dtype)
 
 
 @pytest.mark.parametrize("prediction", H.PREDICTIONS)
 @pytest.mark.parametrize("clip", [0.5, 1.0])
-def test_clip_sample(prediction, clip, gen):
-    check((4, 3, 8, 8), gen, prediction=prediction, clip=clip, guidance=2.0)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_clip_sample(prediction, clip, dtype, gen):
+    check((4, 3, 8, 8), gen, prediction=prediction, clip=clip, guidance=2.0, dtype=dtype)
 
 
 @pytest.mark.parametrize("kind", ["float", "per_row"])
@@ -299,9 +303,13 @@ BAD = [
      r"sigma must be on the device of sample \(cpu\) or on the CPU, got meta"),
     ({"sample": torch.randn(5, 4, 3).transpose(0, 2)}, ValueError, r"sample must be contiguous"),
     ({"sample": torch.randn(3, 4, 5).double(), "model_output": torch.randn(3, 4, 5).double()},
-     TypeError, r"sample has dtype torch\.float64, but the CPU kernels are float32"),
+     TypeError, r"sample has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
     ({"model_output": torch.randn(3, 4, 5).half()}, TypeError,
      r"model_output must have the dtype of sample"),
+    ({"sample": torch.randn(3, 4, 5).half(), "model_output": torch.randn(3, 4, 5).half()},
+     TypeError, r"sample has dtype torch\.float16, but the CPU kernels take float32 or bfloat16"),
+    ({"sample": torch.randn(3, 4, 5).bfloat16()}, TypeError,
+     r"model_output must have the dtype of sample \(torch\.bfloat16\), got torch\.float32"),
     ({"model_output": torch.empty(3, 4, 5, device="meta")}, ValueError,
      r"model_output must be on the same device as sample"),
 ]

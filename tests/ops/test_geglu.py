@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES, assert_close_bf16
 from diffusers.models.activations import GEGLU
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +26,9 @@ def check(shape, gen, *, bias=True, scale=3.0, dtype=torch.float32, device="cpu"
     y = ops.geglu(x, b)
     assert y.shape == (*shape[:-1], shape[-1] // 2) and y.dtype == dtype and y.is_contiguous()
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
+    if dtype == torch.bfloat16 and y.device.type == "cpu":  # one bfloat16 ulp (_dtype_helpers)
+        assert_close_bf16(y, R.geglu(x, b), *TOL[torch.float32])
+        return
     d = lambda t: None if t is None else t.detach().cpu().double()
     atol, rtol = TOL[dtype]
     torch.testing.assert_close(y.cpu().double(), R.geglu(d(x), d(b)), atol=atol, rtol=rtol)
@@ -36,14 +40,16 @@ SHAPES = [(1, 2), (3, 6), (5, 34), (2, 7, 64), (4, 3, 5, 130), (1000, 512), (17,
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("bias", [False, True])
-def test_matches_reference(shape, bias, gen):
-    check(shape, gen, bias=bias)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_matches_reference(shape, bias, dtype, gen):
+    check(shape, gen, bias=bias, dtype=dtype)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
-def test_value_ranges(scale, gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_value_ranges(scale, dtype, gen):
     """Tiny (gelu ≈ g/2), moderate and large (gelu ≈ g or 0, exp underflow) gate values."""
-    check((64, 96), gen, scale=scale)
+    check((64, 96), gen, scale=scale, dtype=dtype)
 
 
 def test_extreme_gates():
@@ -64,9 +70,9 @@ def test_equals_diffusers_geglu(gen):
 
 
 @given(rows=st.integers(0, 40), h=st.integers(1, 70), bias=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
-def test_matches_reference_hypothesis(rows, h, bias, seed):
-    check((rows, 2 * h), torch.Generator().manual_seed(seed), bias=bias)
+       dtype=st.sampled_from(CPU_DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_matches_reference_hypothesis(rows, h, bias, dtype, seed):
+    check((rows, 2 * h), torch.Generator().manual_seed(seed), bias=bias, dtype=dtype)
 
 
 def test_requires_grad_raises(gen):
@@ -106,10 +112,14 @@ BAD = [
     ({"bias": torch.randn(16)[::2]}, ValueError, r"bias must be contiguous"),
     ({"x": torch.randn(8, 4).t()}, ValueError, r"x must be contiguous"),
     ({"x": torch.randn(4, 8).double(), "bias": None}, TypeError,
-     r"x has dtype torch\.float64, but the CPU kernels are float32"),
+     r"x has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
     ({"x": torch.ones(4, 8, dtype=torch.int32), "bias": None}, TypeError,
      r"x must be a floating-point tensor"),
     ({"bias": torch.randn(8).half()}, TypeError, r"bias must have the dtype of x"),
+    ({"x": torch.randn(4, 8).half(), "bias": None}, TypeError,
+     r"x has dtype torch\.float16, but the CPU kernels take float32 or bfloat16"),
+    ({"x": torch.randn(4, 8).bfloat16()}, TypeError,
+     r"bias must have the dtype of x \(torch\.bfloat16\), got torch\.float32"),
     ({"bias": torch.empty(8, device="meta")}, ValueError, r"bias must be on the same device"),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES, assert_close_bf16
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,6 +47,10 @@ def check(n, c, g, h, w, frames, gen, *, affine="both", silu=False, eps=1e-5, of
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
     assert y.is_contiguous() and y.data_ptr() != x.data_ptr()
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
+    if dtype == torch.bfloat16 and y.device.type == "cpu":  # one bfloat16 ulp (_dtype_helpers)
+        ref = R.group_norm(x, g, weight, bias, eps, silu, frames)
+        assert_close_bf16(y, ref, *(tol or TOL[torch.float32]))
+        return y
     ref = reference64(x, g, weight, bias, eps, silu, frames)
     atol, rtol = tol or TOL[dtype]
     torch.testing.assert_close(y.cpu().double(), ref, atol=atol, rtol=rtol)
@@ -97,27 +102,32 @@ SHAPES = [  # (N, C, G, H, W, frames)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}C{}G{}H{}W{}F{}".format(*s))
 @pytest.mark.parametrize("affine", ["none", "both", "weight", "bias"])
 @pytest.mark.parametrize("silu", [False, True])
-def test_matches_reference(shape, affine, silu, gen):
-    check(*shape, gen, affine=affine, silu=silu)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_matches_reference(shape, affine, silu, dtype, gen):
+    check(*shape, gen, affine=affine, silu=silu, dtype=dtype)
 
 
 @pytest.mark.parametrize("eps", [1e-6, 1e-3, 0.5])
-def test_eps(eps, gen):
-    check(8, 16, 4, 5, 5, 4, gen, eps=eps)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_eps(eps, dtype, gen):
+    check(8, 16, 4, 5, 5, 4, gen, eps=eps, dtype=dtype)
 
 
-def test_unet_temporal_shape(gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_unet_temporal_shape(dtype, gen):
     """A temporal transformer's norm: 2 videos × 16 frames, C 128, 16×16, 32 groups."""
-    check(32, 128, 32, 16, 16, 16, gen, silu=True)
+    check(32, 128, 32, 16, 16, 16, gen, silu=True, dtype=dtype)
 
 
-def test_few_huge_groups(gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_few_huge_groups(dtype, gen):
     """One video of one group: fewer tasks than threads, so the threads split each group."""
-    check(4, 2, 1, 96, 96, 4, gen, silu=True)
+    check(4, 2, 1, 96, 96, 4, gen, silu=True, dtype=dtype)
 
 
-def test_large_mean_is_numerically_stable(gen):
-    check(4, 16, 4, 16, 16, 2, gen, offset=300.0, tol=(2e-3, 2e-3))
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_large_mean_is_numerically_stable(dtype, gen):
+    check(4, 16, 4, 16, 16, 2, gen, offset=300.0, tol=(2e-3, 2e-3), dtype=dtype)
 
 
 def test_statistics_span_the_frames(gen):
@@ -141,11 +151,11 @@ def test_constant_groups(gen):
 @given(
     g=st.integers(1, 8), cpg=st.integers(1, 5), h=st.integers(1, 10), w=st.integers(1, 10),
     frames=st.integers(1, 6), videos=st.integers(1, 3), affine=st.sampled_from(["none", "both"]),
-    silu=st.booleans(), seed=st.integers(0, 2**31 - 1),
+    silu=st.booleans(), dtype=st.sampled_from(CPU_DTYPES), seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_reference_hypothesis(g, cpg, h, w, frames, videos, affine, silu, seed):
+def test_matches_reference_hypothesis(g, cpg, h, w, frames, videos, affine, silu, dtype, seed):
     check(frames * videos, g * cpg, g, h, w, frames, torch.Generator().manual_seed(seed),
-          affine=affine, silu=silu)
+          affine=affine, silu=silu, dtype=dtype)
 
 
 def test_inputs_untouched(gen):
@@ -235,10 +245,14 @@ BAD = [
     ({"x": torch.randn(4, 8, 5, 3).to(memory_format=torch.channels_last)}, ValueError,
      r"x must be contiguous"),
     ({"x": torch.randn(4, 8, 5, 3).double(), "weight": None, "bias": None}, TypeError,
-     r"x has dtype torch\.float64, but the CPU kernels are float32"),
+     r"x has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
     ({"x": torch.ones(4, 8, 5, 3, dtype=torch.int32)}, TypeError,
      r"x must be a floating-point tensor"),
     ({"weight": torch.randn(8).double()}, TypeError, r"weight must have the dtype of x"),
+    ({"x": torch.randn(4, 8, 5, 3).half(), "weight": None, "bias": None}, TypeError,
+     r"x has dtype torch\.float16, but the CPU kernels take float32 or bfloat16"),
+    ({"x": torch.randn(4, 8, 5, 3).bfloat16()}, TypeError,
+     r"weight must have the dtype of x \(torch\.bfloat16\), got torch\.float32"),
     ({"bias": torch.empty(8, device="meta")}, ValueError, r"bias must be on the same device"),
 ]
 

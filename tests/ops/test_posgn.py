@@ -1,7 +1,8 @@
 """vdengine.ops.posgn (fused C++/CUDA kernel) against its specification vdengine.ops.reference.posgn.
 
 Every output is pre-filled with NaN (poison_outputs) so an element the kernel skips cannot match.
-Ground truth is the reference in float64 on the same (dtype-rounded) inputs.
+Ground truth is the reference in float64 on the same (dtype-rounded) inputs; bfloat16 on the CPU is
+held to the reference on the same bfloat16 tensors within one bfloat16 ulp (_dtype_helpers).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES, assert_close_bf16
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,6 +49,10 @@ def check(n, m, c, g, h, w, gen, *, affine="both", silu=False, eps=1e-5, offset=
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
     assert y.is_contiguous() and y.data_ptr() != x.data_ptr()
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
+    if dtype == torch.bfloat16 and y.device.type == "cpu":
+        ref = R.posgn(x, scale, shift, g, weight, bias, eps, silu)
+        assert_close_bf16(y, ref, *(tol or TOL[torch.float32]))
+        return
     ref = reference64(x, scale, shift, g, weight, bias, eps, silu)
     atol, rtol = tol or TOL[dtype]
     torch.testing.assert_close(y.cpu().double(), ref, atol=atol, rtol=rtol)
@@ -68,26 +74,30 @@ SHAPES = [  # (N, M, C, G, H, W)
 ]
 
 
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}M{}C{}G{}H{}W{}".format(*s))
 @pytest.mark.parametrize("affine", ["none", "both", "weight", "bias"])
 @pytest.mark.parametrize("silu", [False, True])
-def test_matches_reference(shape, affine, silu, gen):
-    check(*shape, gen, affine=affine, silu=silu)
+def test_matches_reference(shape, affine, silu, dtype, gen):
+    check(*shape, gen, affine=affine, silu=silu, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
 @pytest.mark.parametrize("eps", [1e-6, 1e-3, 0.5])
-def test_eps(eps, gen):
-    check(4, 2, 16, 4, 5, 5, gen, eps=eps)
+def test_eps(eps, dtype, gen):
+    check(4, 2, 16, 4, 5, 5, gen, eps=eps, dtype=dtype)
 
 
-def test_video_shape(gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_video_shape(dtype, gen):
     """The CPU benchmark's default: 2 videos × 16 frames, C 128, 32×32, 32 groups, tables per frame."""
-    check(32, 16, 128, 32, 32, 32, gen, silu=True)
+    check(32, 16, 128, 32, 32, 32, gen, silu=True, dtype=dtype)
 
 
-def test_large_mean_is_numerically_stable(gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_large_mean_is_numerically_stable(dtype, gen):
     """|mean| >> std: a one-pass E[x²] − E[x]² variance in float32 would lose most digits."""
-    check(2, 1, 16, 4, 16, 16, gen, offset=300.0, tol=(2e-3, 2e-3))
+    check(2, 1, 16, 4, 16, 16, gen, offset=300.0, tol=(2e-3, 2e-3), dtype=dtype)
 
 
 def test_constant_groups(gen):
@@ -104,11 +114,11 @@ def test_constant_groups(gen):
 @given(
     g=st.integers(1, 8), cpg=st.integers(1, 6), h=st.integers(1, 12), w=st.integers(1, 12),
     m=st.integers(1, 4), reps=st.integers(1, 3), affine=st.sampled_from(["none", "both"]),
-    silu=st.booleans(), seed=st.integers(0, 2**31 - 1),
+    silu=st.booleans(), dtype=st.sampled_from(CPU_DTYPES), seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_reference_hypothesis(g, cpg, h, w, m, reps, affine, silu, seed):
+def test_matches_reference_hypothesis(g, cpg, h, w, m, reps, affine, silu, dtype, seed):
     check(m * reps, m, g * cpg, g, h, w, torch.Generator().manual_seed(seed), affine=affine,
-          silu=silu)
+          silu=silu, dtype=dtype)
 
 
 def test_table_row_is_n_mod_m(gen):
@@ -252,10 +262,16 @@ BAD = [
     ({"x": torch.randn(8, 8, 5, 3)[::2]}, ValueError, r"x must be contiguous"),
     ({"x": torch.randn(4, 8, 5, 3, dtype=torch.float64), "scale": torch.randn(2, 8, 5, 3).double(),
           "shift": torch.randn(2, 8, 5, 3).double(), "weight": None, "bias": None}, TypeError,
-     r"x has dtype torch\.float64, but the CPU kernels are float32"),
+     r"x has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
     ({"x": torch.randn(4, 8, 5, 3).half(), "scale": torch.randn(2, 8, 5, 3).half(),
           "shift": torch.randn(2, 8, 5, 3).half(), "weight": None, "bias": None}, TypeError,
-     r"x has dtype torch\.float16, but the CPU kernels are float32"),
+     r"x has dtype torch\.float16, but the CPU kernels take float32 or bfloat16"),
+    # bfloat16 x: every tensor argument bfloat16 too (mixed storage is refused, naming the tensor)
+    ({"x": torch.randn(4, 8, 5, 3).bfloat16(), "weight": None, "bias": None}, TypeError,
+     r"scale must have the dtype of x \(torch\.bfloat16\), got torch\.float32"),
+    ({"x": torch.randn(4, 8, 5, 3).bfloat16(), "scale": torch.randn(2, 8, 5, 3).bfloat16(),
+          "shift": torch.randn(2, 8, 5, 3).bfloat16()}, TypeError,
+     r"weight must have the dtype of x \(torch\.bfloat16\), got torch\.float32"),
     ({"x": torch.ones(4, 8, 5, 3, dtype=torch.int32)}, TypeError,
      r"x must be a floating-point tensor"),
     ({"scale": torch.ones(2, 8, 5, 3, dtype=torch.int64)}, TypeError,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _dtype_helpers import CPU_DTYPES, assert_close_bf16
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -83,6 +84,9 @@ def check(b, f, s, h, d, gen, *, layout="chunked", bias=None, scale=None, dtype=
     assert torch.isfinite(out).all(), "unwritten (NaN-poisoned) or non-finite outputs"
     if pixels is not None:
         q, k, v, out = (t[:, pixels] for t in (q, k, v, out))
+    if dtype == torch.bfloat16 and out.device.type == "cpu":  # one bfloat16 ulp (_dtype_helpers)
+        assert_close_bf16(out, R.temporal_attention(q, k, v, f, h, bias_t, scale), *TOL[torch.float32])
+        return out
     ref = reference64(q, k, v, f, h, bias_t, scale)
     atol, rtol = TOL[dtype]
     torch.testing.assert_close(out.cpu().double(), ref, atol=atol, rtol=rtol)
@@ -118,20 +122,23 @@ BIASES = [None, "random", "causal", "window"]
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}F{}S{}H{}D{}".format(*s))
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bias", BIASES)
-def test_matches_reference(shape, layout, bias, gen):
-    check(*shape, gen, layout=layout, bias=bias)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_matches_reference(shape, layout, bias, dtype, gen):
+    check(*shape, gen, layout=layout, bias=bias, dtype=dtype)
 
 
 @pytest.mark.parametrize("shape", ODD_HEAD_SHAPES, ids=lambda s: "B{}F{}S{}H{}D{}".format(*s))
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bias", [None, "causal"])
-def test_any_head_dim_matches_reference(shape, layout, bias, gen):
-    check(*shape, gen, layout=layout, bias=bias)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_any_head_dim_matches_reference(shape, layout, bias, dtype, gen):
+    check(*shape, gen, layout=layout, bias=bias, dtype=dtype)
 
 
-def test_cpu_head_dim_above_128(gen):
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_cpu_head_dim_above_128(dtype, gen):
     """The CPU kernel has no head_dim limit (AnimateDiff's 1280 / 8 = 160 runs there)."""
-    check(1, 6, 3, 2, 160, gen, bias="random")
+    check(1, 6, 3, 2, 160, gen, bias="random", dtype=dtype)
 
 
 @pytest.mark.parametrize("scale", [None, 1.0, 0.05, -0.3])
@@ -201,11 +208,12 @@ def test_large_scores_are_stable(gen):
 @given(
     b=st.integers(1, 3), f=st.integers(1, 20), s=st.integers(1, 9), h=st.integers(1, 3),
     d=st.one_of(st.sampled_from([16, 32, 64, 128]), st.integers(1, 130)),
-    layout=st.sampled_from(LAYOUTS),
+    layout=st.sampled_from(LAYOUTS), dtype=st.sampled_from(CPU_DTYPES),
     bias=st.sampled_from(BIASES + ["masked_row"]), seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_reference_hypothesis(b, f, s, h, d, layout, bias, seed):
-    check(b, f, s, h, d, torch.Generator().manual_seed(seed), layout=layout, bias=bias)
+def test_matches_reference_hypothesis(b, f, s, h, d, layout, bias, dtype, seed):
+    check(b, f, s, h, d, torch.Generator().manual_seed(seed), layout=layout, bias=bias,
+          dtype=dtype)
 
 
 def test_inputs_untouched(gen):
@@ -312,9 +320,12 @@ BAD = [
     ({"k": torch.empty(8, 5, 64, device="meta")}, ValueError, r"k must be on the same device as q"),
     ({"q": torch.randn(8, 5, 64).double(), "k": torch.randn(8, 5, 64).double(),
           "v": torch.randn(8, 5, 64).double()}, TypeError,
-     r"q has dtype torch\.float64, but the CPU kernels are float32"),
-    ({"q": torch.randn(8, 5, 64).bfloat16(), "k": torch.randn(8, 5, 64).bfloat16(),
-          "v": torch.randn(8, 5, 64).bfloat16()}, TypeError, r"q has dtype torch\.bfloat16, but the CPU"),
+     r"q has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
+    ({"q": torch.randn(8, 5, 64).half(), "k": torch.randn(8, 5, 64).half(),
+          "v": torch.randn(8, 5, 64).half()}, TypeError,
+     r"q has dtype torch\.float16, but the CPU kernels take float32 or bfloat16"),
+    ({"q": torch.randn(8, 5, 64).bfloat16(), "v": torch.randn(8, 5, 64).bfloat16()}, TypeError,
+     r"k must have the dtype of q \(torch\.bfloat16\), got torch\.float32"),
     ({"v": torch.randn(8, 5, 64).half()}, TypeError, r"v must have the dtype of q"),
     ({"k": torch.randn(8, 5, 64).double()}, TypeError, r"k must have the dtype of q"),
     ({"q": torch.ones(8, 5, 64, dtype=torch.int32)}, TypeError, r"q must be a floating-point"),

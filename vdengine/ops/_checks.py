@@ -25,8 +25,8 @@ from vdengine.ops import _native
 
 #: dtypes the CUDA kernels take (fp32 accumulation inside).
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-#: dtypes the CPU kernels take.
-CPU_DTYPES = (torch.float32,)
+#: dtypes the CPU kernels take (bfloat16: float32 arithmetic inside, fp32/fp64 accumulation).
+CPU_DTYPES = (torch.float32, torch.bfloat16)
 
 REFERENCE_HINT = "vdengine.ops.reference"
 
@@ -137,8 +137,8 @@ def kernel_dtype(t: Tensor, name: str) -> None:
     if kind == "cpu":
         if t.dtype not in CPU_DTYPES:
             raise TypeError(
-                f"{name} has dtype {t.dtype}, but the CPU kernels are float32 only: pass float32 "
-                f"tensors, or use {REFERENCE_HINT} for other dtypes"
+                f"{name} has dtype {t.dtype}, but the CPU kernels take float32 or bfloat16; "
+                f"convert, or use {REFERENCE_HINT} for other dtypes"
             )
     elif kind in ("cuda", "meta"):
         if t.dtype not in CUDA_DTYPES:
@@ -279,9 +279,11 @@ def _module(kind: str):
 
 
 def launch(kernel: str, like: Tensor, *args: object) -> None:
-    """Call kernel `kernel` of the module for like's device; CUDA calls get dtype code and stream."""
+    """Call kernel `kernel` of the module for like's device with like's dtype code first (the
+    storage type of every tensor argument but the float32 coefficients); CUDA calls also get the
+    stream last."""
     if like.device.type == "cpu":
-        getattr(_module("cpu"), kernel)(*args)
+        getattr(_module("cpu"), kernel)(_native.DTYPE_CODES[like.dtype], *args)
     elif like.device.type == "cuda":
         module = _module("cuda")
         with torch.cuda.device(like.device):

@@ -34,8 +34,8 @@ def ddim_step(
     recompute ε (as diffusers).
 
     Args:
-        sample: Current latents x_t ``[N, ...]``, contiguous; float32 on CPU, float32/float16/
-            bfloat16 on CUDA (float32 math inside).
+        sample: Current latents x_t ``[N, ...]``, contiguous; float32/bfloat16 on CPU,
+            float32/float16/bfloat16 on CUDA (float32 math inside).
         model_output: Denoiser output ``[N, ...]`` of sample's shape and dtype, or ``[2N, ...]``
             (unconditional rows first, then conditional) when guidance_scale is given. Contiguous.
         alpha_bar_t: ᾱ at the current timestep: a Python float in (0, 1), or a tensor with one

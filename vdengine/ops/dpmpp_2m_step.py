@@ -33,8 +33,8 @@ def dpmpp_2m_step(
     (D = x0) when x0_prev is None, and for rows where ᾱ_next = 1 (the final step to σ = 0).
 
     Args:
-        sample: Current latents ``[N, ...]``, contiguous; float32 on CPU, float32/float16/bfloat16
-            on CUDA (float32 math inside).
+        sample: Current latents ``[N, ...]``, contiguous; float32/bfloat16 on CPU,
+            float32/float16/bfloat16 on CUDA (float32 math inside).
         model_output: Denoiser output ``[N, ...]``, or ``[2N, ...]`` (unconditional rows first)
             when guidance_scale is given. Contiguous, sample's dtype.
         alpha_bar_t: ᾱ at the current timestep: a Python float in (0, 1), or a tensor with one

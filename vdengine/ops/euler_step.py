@@ -34,8 +34,8 @@ def euler_step(
     x_next = x + ((x − x0)/σ)·(σ_next − σ).
 
     Args:
-        sample: Current latents in σ-space ``[N, ...]``, contiguous; float32 on CPU,
-            float32/float16/bfloat16 on CUDA (float32 math inside).
+        sample: Current latents in σ-space ``[N, ...]``, contiguous; float32/bfloat16
+            on CPU, float32/float16/bfloat16 on CUDA (float32 math inside).
         model_output: Denoiser output ``[N, ...]`` of sample's shape and dtype, or ``[2N, ...]``
             (unconditional rows first, then conditional) when guidance_scale is given.
         sigma: σ of the current step: a Python float > 0, or a tensor with one element or one

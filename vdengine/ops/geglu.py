@@ -20,9 +20,9 @@ def geglu(
     """y = (x[..., :H] + bias[:H]) · gelu(x[..., H:] + bias[H:]), exact (erf) GELU.
 
     Args:
-        x: The projection output ``[..., 2H]`` without its bias, contiguous; float32 on CPU,
-            float32/float16/bfloat16 on CUDA (computed in float32).
-        bias: Optional bias ``[2H]`` of the projection (x's dtype), added here.
+        x: The projection output ``[..., 2H]`` without its bias, contiguous; float32/bfloat16
+            on CPU, float32/float16/bfloat16 on CUDA (computed in float32).
+        bias: Optional bias ``[2H]`` of the projection, in x's dtype, added here.
 
     Returns:
         ``[..., H]`` contiguous tensor in x's dtype and device.

@@ -25,7 +25,7 @@ def group_norm(
     """y = GN(x)·weight + bias [→ SiLU], statistics of each group over ``frames`` rows.
 
     Args:
-        x: Input feature maps, contiguous ``[N, C, H, W]``; float32 on CPU,
+        x: Input feature maps, contiguous ``[N, C, H, W]``; float32/bfloat16 on CPU,
             float32/float16/bfloat16 on CUDA (statistics accumulate in float32 or better).
         num_groups: Number of groups G; must divide C.
         weight: Optional per-channel affine weight ``[C]`` (x's dtype).

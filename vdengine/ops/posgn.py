@@ -28,8 +28,8 @@ def posgn(
     """Positional Group Normalization: y = (GN(x)·weight + bias)·(1 + scale) + shift [→ SiLU].
 
     Args:
-        x: Input feature maps, contiguous ``[N, C, H, W]``; float32 on CPU, float32/float16/bfloat16
-            on CUDA (statistics accumulate in float32).
+        x: Input feature maps, contiguous ``[N, C, H, W]``; float32/bfloat16 on CPU,
+            float32/float16/bfloat16 on CUDA (statistics accumulate in float32 or better).
         scale: Positional scale table, contiguous ``[M, C, H, W]`` with N % M == 0; row n of x uses
             table row n % M (tiling, as ``scale.repeat(N // M, 1, 1, 1)``).
         shift: Positional shift table, like scale.

@@ -40,7 +40,8 @@ def temporal_attention(
     Args:
         q: Queries ``[B·F, S, C]``. Any strides with channel stride 1 (``q.stride(2) == 1``), e.g.
             ``qkv.chunk(3, dim=-1)`` of one ``[B·F, S, 3C]`` projection: read in place, no copy.
-            float32 on CPU; float32/float16/bfloat16 on CUDA (float32 softmax and accumulation).
+            float32/bfloat16 on CPU; float32/float16/bfloat16 on CUDA (float32 softmax and
+            accumulation).
         k: Keys, shape and dtype of q, own strides (channel stride 1).
         v: Values, like k.
         num_frames: Frames per video F, 1 <= F <= 128; must divide B·F.
