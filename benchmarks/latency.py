@@ -8,19 +8,27 @@ Columns, all on the same model (same weights, same seed, same initial noise), th
 DDIM steps with the same timesteps ("trailing" spacing, what vdengine.generate uses on the CPU),
 one video = the model's window of frames, no guidance:
 
-  fused        vdengine.generate, torch backend: the model on vdengine's fused C++ ops (PosGN,
-               temporal attention) and the sampler's fused DDIM update op
-  ref+sampler  the same pipeline with the model on its reference (pure PyTorch) ops
-  diffusers    the model on its reference ops driven by diffusers' DDIMScheduler in the loop a
-               user would write: for t in timesteps: x = sched.step(model(x, t), t, x).prev_sample
-  onnxruntime  vdengine.load(the exported .onnx file).generate: the ONNX graph in onnxruntime
-               on the CPU provider (torch's thread count), I/O-bound to the sampler's tensors
+  default        vdengine.generate as shipped: vdengine.load(model) with no options, i.e. the
+                 CPU default dtype, channels-last activations, fused C++ ops (PosGN, group norm,
+                 temporal attention, the DDIM update) and PosGN tables cached by timestep
+  cold tables    the same, with the table cache emptied before every call: what the first call
+                 of a new step schedule costs
+  fp32 / bf16    the default path in the other dtype (whichever is not the default)
+  compiled       vdengine.load(model, compile=True): torch.compile (Inductor, frozen weights) of
+                 the model with vdengine's ops inside the graph; compile time reported apart
+  reference      the same model class on its reference (pure PyTorch) ops, float32, NCHW, no
+                 table cache, in vdengine's sampler: what the PyTorch model runs like eagerly
+  ref compiled   torch.compile(reference model) (Inductor defaults), in vdengine's sampler
+  diffusers      the reference model driven by diffusers' DDIMScheduler in the loop a user would
+                 write: for t in timesteps: x = sched.step(model(x, t), t, x).prev_sample
+  onnxruntime    vdengine.load(the exported .onnx file).generate: the ONNX graph in onnxruntime
+                 on the CPU provider (torch's thread count), I/O-bound to the sampler's tensors
 
 Each column starts from the same initial noise (drawn once from --seed, passed as latents=) and
-generates the same videos; "max px diff" is the largest uint8 difference from the
-fused column's videos, "fused speedup" the column's time over the fused column's. Timing: warmup calls, then repeats interleaved across the columns (fused,
-ref+sampler, diffusers, onnxruntime, fused, ...) so drift on a shared machine hits them alike;
-each time is the median of the repeats, from the initial noise to the uint8 frames on the host.
+generates the same videos; "max px diff" is the largest uint8 difference from the default
+column's videos, "default speedup" the column's time over the default column's. Timing: warmup
+calls, then repeats interleaved across the columns (default, cold tables, ..., onnxruntime,
+default, ...) so drift on a shared machine hits them alike; each time is the median of the repeats, from the initial noise to the uint8 frames on the host.
 Model loading and the ONNX export (once, into a temporary folder, unless --onnx is given) are not
 timed. Prints a markdown table; --json PATH writes the results with the device, versions, thread
 count and git commit.
@@ -29,6 +37,7 @@ count and git commit.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -54,7 +63,9 @@ from vdengine.api import Pipeline
 from vdengine.models import load_model
 from vdengine.video import Video
 
-COLUMNS = ("fused", "ref+sampler", "diffusers", "onnxruntime")
+COLUMNS = ("default", "cold tables", "other dtype", "compiled", "reference", "ref compiled",
+           "diffusers", "onnxruntime")
+SLOW_COLUMNS = ("compiled", "ref compiled")  # minutes of compilation per batch size
 
 
 def diffusers_scheduler(config, steps: int, spacing: str):
@@ -73,25 +84,48 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
               columns: tuple[str, ...]) -> tuple[dict[str, Callable[[], Video]], dict]:
     """One zero-argument callable per column, each returning the generated videos."""
     spacing = "trailing"
-    fused = vdengine.load(model, device="cpu")
+    default = vdengine.load(model, device="cpu")
     ref_net = load_model(model, device="cpu").set_ops("reference").eval()
+    ref_net.table_cache.max_bytes = 0  # plain PyTorch: tables computed in every forward
     cfg = ref_net.config
-    ref = Pipeline(model=ref_net, schedule=fused.schedule, device=fused.device,
-                   dtype=fused.dtype, name=fused.name)
+
+    def pipeline(net) -> Pipeline:
+        return Pipeline(model=net, schedule=default.schedule, device=default.device,
+                        dtype=torch.float32, name=default.name)
+
     # One initial noise for every column: the draw generate() would make from `seed`.
-    noise = torch.randn((batch, cfg.window, *fused.latent_shape(None)),
+    noise = torch.randn((batch, cfg.window, *default.latent_shape(None)),
                         generator=torch.Generator().manual_seed(seed))
     kw = {"num_frames": cfg.window, "steps": steps, "batch_size": batch, "latents": noise,
           "progress": False, "spacing": spacing}
     runs: dict[str, Callable[[], Video]] = {}
-    info: dict = {}
-    if "fused" in columns:
-        runs["fused"] = lambda: fused.generate(**kw)
-    if "ref+sampler" in columns:
-        runs["ref+sampler"] = lambda: ref.generate(**kw)
+    info: dict = {"default_dtype": str(default.dtype).removeprefix("torch.")}
+    if "default" in columns:
+        runs["default"] = lambda: default.generate(**kw)
+    if "cold tables" in columns:
+        cold = copy.deepcopy(default)
+        cold.model.table_cache.max_bytes = 0  # disabled
+        runs["cold tables"] = lambda: cold.generate(**kw)
+    if "other dtype" in columns:
+        other = torch.float32 if default.dtype == torch.bfloat16 else torch.bfloat16
+        other_pipe = vdengine.load(model, device="cpu", dtype=other)
+        runs[str(other).removeprefix("torch.")] = lambda: other_pipe.generate(**kw)
+    if "compiled" in columns:
+        compiled = vdengine.load(model, device="cpu", compile=True)
+        info[f"compile_s_batch{batch}"] = _first_call_s(lambda: compiled.generate(**kw))
+        runs["compiled"] = lambda: compiled.generate(**kw)
+    if "reference" in columns:
+        ref = pipeline(ref_net)
+        runs["reference"] = lambda: ref.generate(**kw)
+    if "ref compiled" in columns:
+        ref_compiled = copy.deepcopy(ref_net)
+        ref_c = pipeline(torch.compile(ref_compiled))
+        ref_c.model.spec = ref_compiled.spec
+        info[f"ref_compile_s_batch{batch}"] = _first_call_s(lambda: ref_c.generate(**kw))
+        runs["ref compiled"] = lambda: ref_c.generate(**kw)
     if "diffusers" in columns:
         sched = diffusers_scheduler(cfg, steps, spacing)
-        ours = fused.schedule.timesteps(steps, spacing).tolist()
+        ours = default.schedule.timesteps(steps, spacing).tolist()
         info["diffusers_timesteps"] = sched.timesteps.tolist()
         info["vdengine_timesteps"] = ours
         if sched.timesteps.tolist() != ours:
@@ -112,6 +146,13 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
         ort_pipe = vdengine.load(onnx_path, device="cpu")  # the runtime its suffix picks
         runs["onnxruntime"] = lambda: ort_pipe.generate(**kw)
     return runs, info
+
+
+def _first_call_s(fn: Callable[[], object]) -> float:
+    """Seconds of a first call (a compiling one)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def time_columns(runs: dict[str, Callable[[], Video]], warmup: int, repeats: int
@@ -156,7 +197,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per column (1)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(COLUMNS))
+    p.add_argument("--columns", nargs="+", choices=COLUMNS,
+                   default=[c for c in COLUMNS if c not in SLOW_COLUMNS],
+                   help="default: all but the compiled ones (minutes of compilation each)")
     p.add_argument("--onnx", type=Path, default=None,
                    help="an ONNX export of --model to time (default: export one to a temp dir)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
@@ -189,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_model(args.model).config
     env = {
-        "device": cpu_name(), "device_type": "cpu", "dtype": "float32",
+        "device": cpu_name(), "device_type": "cpu",
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "versions": versions(), "platform": platform.platform(),
         "build_info": vdengine.build_info(), "git": git_commit(),
@@ -200,21 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         "onnx_export_seconds": export_s, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     commit = env["git"]["commit"] or "?"
-    print(f"# vdengine generate latency on {env['device']} (cpu, float32, "
+    print(f"# vdengine generate latency on {env['device']} (cpu, "
           f"{env['torch_threads']} threads, torch {torch.__version__}, onnxruntime "
           f"{env['versions']['onnxruntime']}, commit {commit[:10]}"
           f"{'+dirty' if env['git']['dirty'] else ''})")
     print(f"# model {args.model!r} ({cfg.name}, {cfg.window} frames of {cfg.image_size}x"
           f"{cfg.image_size}), DDIM {args.steps} steps (trailing); median of {repeats} "
           f"interleaved runs after {warmup} warmup\n")
-    print("| batch | column | ms / generate | videos/s | frames/s | fused speedup | max px diff |")
+    print("| batch | column | ms / generate | videos/s | frames/s | default speedup | max px diff |")
     print("|---|---|---|---|---|---|---|")
     results = []
     for batch in args.batch:
         runs, info = make_runs(args.model, onnx_path, args.steps, batch, args.seed, columns)
         env.update(info)
         times, outputs = time_columns(runs, warmup, repeats)
-        base = statistics.median(times["fused"]) if "fused" in times else None
+        base = statistics.median(times["default"]) if "default" in times else None
         for name in runs:
             med = statistics.median(times[name])
             row = {"batch": batch, "column": name, "median_s": med, "min_s": min(times[name]),
@@ -222,13 +265,13 @@ def main(argv: list[str] | None = None) -> int:
                    "frames_per_s": batch * cfg.window / med,
                    "ms_per_step": 1e3 * med / args.steps}
             if base is not None:
-                row["fused_speedup"] = med / base  # how many times faster the fused column is
-                ref = outputs["fused"].frames.astype(np.int16)
-                row["max_px_diff_vs_fused"] = int(np.abs(
+                row["default_speedup"] = med / base  # how many times faster the default is
+                ref = outputs["default"].frames.astype(np.int16)
+                row["max_px_diff_vs_default"] = int(np.abs(
                     outputs[name].frames.astype(np.int16) - ref).max())
             results.append(row)
             vs = f"{med / base:.2f}x" if base else "-"
-            px = row.get("max_px_diff_vs_fused", "-")
+            px = row.get("max_px_diff_vs_default", "-")
             print(f"| {batch} | {name} | {1e3 * med:.0f} | {row['videos_per_s']:.2f} | "
                   f"{row['frames_per_s']:.1f} | {vs} | {px} |", flush=True)
     if tmp is not None:

@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="videos per generate() call")
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--model", nargs="+", default=["default"],
-                   help="shipped model names or model directories (VideoUNet, vidm, videofusion)")
+                   help="shipped model names or model directories (VideoUNet, vidm, videofusion),"
+                        " each optionally NAME:bfloat16 or NAME:float32")
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--spacing", default=None, choices=("leading", "trailing"),
                    help="timestep spacing (default: each pipeline's own)")
@@ -96,12 +97,23 @@ def environment() -> dict[str, Any]:
     return env
 
 
+DTYPE_SUFFIXES = ("float32", "bfloat16")
+
+
 def load_pipeline(model: str):
     """vdengine.load, or the families' loader for a VIDM / VideoFusion directory (until
-    vdengine.load dispatches on the config's "family" key itself)."""
+    vdengine.load dispatches on the config's "family" key itself). "NAME:bfloat16" /
+    "NAME:float32" loads NAME in that dtype (a row per dtype of one model)."""
     from vdengine.models.families import family_of, load_family
 
-    return load_family(model) if family_of(model) is not None else vdengine.load(model)
+    name, _, dtype = model.rpartition(":")
+    if dtype not in DTYPE_SUFFIXES:
+        name, dtype = model, None
+    if family_of(name) is not None:
+        import torch
+
+        return load_family(name, dtype=getattr(torch, dtype) if dtype else None)
+    return vdengine.load(name, dtype=dtype)
 
 
 def networks(pipe) -> dict[str, Any]:

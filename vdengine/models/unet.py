@@ -25,6 +25,7 @@ from vdengine.models.layers import (
     set_ops,
     zero_,
 )
+from vdengine.models.table_cache import TableCache
 
 
 class Block(nn.Module):
@@ -109,6 +110,8 @@ class VideoUNet(nn.Module):
         self.conv_out = zero_(nn.Conv2d(ch, cfg.channels * p2, 3, padding=1))
         self.ops_mode = "auto"
         self.channels_last = False  # activations' memory format: see set_channels_last
+        # PosGN tables by timestep across calls, at inference on CPU timesteps (table_cache.py)
+        self.table_cache = TableCache()
         self.last_tables: PosGNTables | None = None  # the tables of the latest forward (tests)
 
     # ------------------------------------------------------------------------ utilities
@@ -162,7 +165,17 @@ class VideoUNet(nn.Module):
     def make_tables(self, t: Tensor | float, batch: int, frames: int, device) -> PosGNTables:
         cfg = self.config
         rows = self.timestep_rows(t, batch, device)
-        return PosGNTables(rows, frames, cfg.window, cfg.num_train_timesteps, self.channels_last)
+
+        def make() -> PosGNTables:
+            return PosGNTables(rows, frames, cfg.window, cfg.num_train_timesteps,
+                               self.channels_last)
+
+        # cached only where reading t's values costs no device sync, and never while training
+        if (self.training or torch.is_grad_enabled() or rows.device.type != "cpu"
+                or torch.compiler.is_compiling()):  # a compiled graph computes its tables
+            return make()
+        key = (frames, self.channels_last)
+        return self.table_cache.get_or_make(self, rows, key, make)
 
     # --------------------------------------------------------------------------- forward
     def forward(
@@ -243,7 +256,10 @@ class VideoUNet(nn.Module):
                 hcur = stage["up"](hcur)
         n = self.norm_out
         ops = _ops(self.ops_mode, hcur, n.weight)
-        out = self.conv_out(ops.group_norm(dense(hcur), n.num_groups, n.weight, n.bias, n.eps, silu=True))
+        hcur = ops.group_norm(dense(hcur), n.num_groups, n.weight, n.bias, n.eps, silu=True)
+        out = self.conv_out(hcur)
+        if not torch.compiler.is_compiling():
+            self.table_cache.admit()  # the tables of a cache miss are filled now
         if cfg.patch_size > 1:
             out = F.pixel_shuffle(out, cfg.patch_size)
         return out.reshape(b, f, c, h, w)
