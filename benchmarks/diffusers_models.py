@@ -17,6 +17,10 @@ SVD + Euler with per-frame guidance) from the same noise, with classifier-free g
                       same diffusers loop
   vdengine+sampler    the accelerated model as a Denoiser driven by vdengine's sampler
                       (from_diffusers(scheduler)), the engine's own loop
+  diffusers bf16      the diffusers model in bfloat16 inside the same float32 loop (latents and
+                      scheduler in float32, the model's input cast to bfloat16, its output back)
+  vdengine bf16       the accelerated model in bfloat16, likewise (vdengine's CPU kernels take
+                      bfloat16 with float32 accumulation)
   vdengine+compile    torch.compile of the accelerated model (vdengine's ops are custom ops with
                       fake implementations, so Inductor compiles around them); not run unless
                       named in --columns
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import json
 import os
@@ -47,6 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -72,8 +78,9 @@ from vdengine.adapters.diffusers.pipeline_loops import pipeline_loop
 from vdengine.denoiser import conditioning_rows, stack_guidance
 from vdengine.samplers import from_diffusers
 
-COLUMNS = ("diffusers", "diffusers+compile", "vdengine", "vdengine+sampler", "vdengine+compile")
-DEFAULT_COLUMNS = COLUMNS[:4]
+COLUMNS = ("diffusers", "diffusers+compile", "vdengine", "vdengine+sampler", "diffusers bf16",
+           "vdengine bf16", "vdengine+compile")
+DEFAULT_COLUMNS = COLUMNS[:6]
 FAMILIES = ("unet3d", "motion", "svd")
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012}
 TEXT_TOKENS = 77
@@ -193,6 +200,22 @@ def peak_memory(interval: float = 0.002) -> Iterator[list[int]]:
         thread.join()
 
 
+class BFloat16Model(torch.nn.Module):
+    """A diffusers UNet in bfloat16 called from a float32 loop: floating inputs are cast to
+    bfloat16, the prediction back to float32 (the scheduler's arithmetic stays float32)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(torch.bfloat16)
+
+    def forward(self, sample: torch.Tensor, t, **kwargs):
+        def cast(v):
+            return v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+
+        out = self.model(cast(sample), t, **{k: cast(v) for k, v in kwargs.items()})
+        return SimpleNamespace(sample=out.sample.float())
+
+
 def make_runs(family: str, args: argparse.Namespace) -> tuple[dict[str, Callable], dict]:
     """One zero-argument callable per column returning the final latents, and model info."""
     unet = build_unet(family, args.size, args.seed).to(args.device)
@@ -225,6 +248,10 @@ def make_runs(family: str, args: argparse.Namespace) -> tuple[dict[str, Callable
         runs["vdengine"] = loop_with(accelerated)
     if "vdengine+compile" in args.columns:
         runs["vdengine+compile"] = loop_with(torch.compile(accelerated))
+    if "diffusers bf16" in args.columns:
+        runs["diffusers bf16"] = loop_with(BFloat16Model(copy.deepcopy(unet)))
+    if "vdengine bf16" in args.columns:
+        runs["vdengine bf16"] = loop_with(BFloat16Model(copy.deepcopy(accelerated)))
     if "vdengine+sampler" in args.columns:
         den = DiffusersDenoiser(unet, make_scheduler(family))
         spec = from_diffusers(make_scheduler(family))
