@@ -280,7 +280,7 @@ class AlphaMerge(nn.Module):
 
     def merge_residual(self, spatial: Tensor, residual: Tensor) -> Tensor:
         """The merge when temporal = spatial + residual: α·s + (1−α)(s + r) = s + (1−α)·r."""
-        return spatial + (1 - self.alpha).to(residual.dtype) * residual
+        return torch.addcmul(spatial, (1 - self.alpha).to(residual.dtype), residual)  # one pass
 
     def forward(self, spatial: Tensor, temporal: Tensor) -> Tensor:
         a = self.alpha.to(spatial.dtype)

@@ -186,7 +186,7 @@ class VideoUNet(nn.Module):
         label: Tensor | None = None,  # [B] long; None → the null class when num_classes > 0
         context: Tensor | None = None,  # [B, F, C, H, W] clean known frames (any value elsewhere)
         context_mask: Tensor | None = None,  # [B, F], 1 = frame known
-    ) -> Tensor:  # [B, F, C, H, W] in config.prediction_type
+    ) -> Tensor:  # [B, F, C, H, W] in config.prediction_type, in x's dtype
         cfg = self.config
         if x.dim() != 5 or x.shape[2] != cfg.channels:
             raise ValueError(f"x must be [B, F, {cfg.channels}, H, W], got {tuple(x.shape)}")
@@ -197,6 +197,9 @@ class VideoUNet(nn.Module):
         if h % div or w % div:
             raise ValueError(f"H, W must be divisible by {div}, got {h}×{w}")
 
+        # computed in the model's own dtype (e.g. bfloat16 weights in a float32 sampling loop)
+        out_dtype, dtype = x.dtype, self.conv_in.weight.dtype
+        x = x.to(dtype)
         inp = x
         if cfg.context:
             if context is None:
@@ -211,7 +214,7 @@ class VideoUNet(nn.Module):
                         f"{tuple(context.shape)} and {tuple(context_mask.shape)}"
                     )
                 m = context_mask.to(x.dtype)
-                known = context * m[:, :, None, None, None]
+                known = context.to(dtype) * m[:, :, None, None, None]
             mask_ch = m[:, :, None, None, None].expand(b, f, 1, h, w)
             inp = torch.cat([x, known, mask_ch], dim=2)
         elif context is not None or context_mask is not None:
@@ -262,7 +265,7 @@ class VideoUNet(nn.Module):
             self.table_cache.admit()  # the tables of a cache miss are filled now
         if cfg.patch_size > 1:
             out = F.pixel_shuffle(out, cfg.patch_size)
-        return out.reshape(b, f, c, h, w)
+        return out.reshape(b, f, c, h, w).to(out_dtype)
 
 
 __all__ = ["Block", "VideoUNet"]
