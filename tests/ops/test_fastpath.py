@@ -8,7 +8,7 @@ import importlib
 import pytest
 import torch
 
-import vdengine.ops as ops
+from vdengine import ops
 from vdengine.ops import reference
 from vdengine.ops._fastpath import ValidatedCalls
 
@@ -53,7 +53,7 @@ def test_a_signature_is_validated_once_with_the_same_results(monkeypatch):
     ({"num_groups": True}, TypeError, "num_groups"),
     ({"x": "strided"}, ValueError, "x"),
     ({"x": "float64"}, TypeError, "x"),
-    ({"scale": "rows"}, ValueError, "rows"),
+    ({"scale": "rows"}, ValueError, "shift must have shape"),
 ])
 def test_bad_calls_after_a_validated_one_still_raise(bad, error, match):
     x, scale, shift = _posgn_args()
