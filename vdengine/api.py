@@ -58,8 +58,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         dtype = names[dtype]
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-    if device.type == "cpu" and dtype != torch.float32:
-        raise ValueError(f"dtype {dtype} is not supported on the CPU: its kernels are float32")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("dtype float16 is not supported on the CPU: its kernels take float32 "
+                         "or bfloat16")
     return dtype
 
 
@@ -358,9 +359,18 @@ def _pipeline_for_denoiser(model: Denoiser, device, dtype, name: str, backend: s
                     name=name, backend=backend)
 
 
+def _compiled(net: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile of a denoiser module for inference: Inductor with frozen weights (constant
+    folding, oneDNN weight prepacking on the CPU); vdengine's fused ops stay custom ops inside the
+    graph. Compiles on the first call of each input shape (minutes on a small CPU); Inductor's
+    on-disk cache makes later processes start faster."""
+    return torch.compile(net, dynamic=False, options={"freezing": True})  # forwards .spec
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backend: str | None,
-                     check_against: str | None, stamp: tuple | None) -> Pipeline:
+                     check_against: str | None, stamp: tuple | None,
+                     compile: bool = False) -> Pipeline:
     # stamp: (size, mtime) of a graph file, so a re-exported file is a new cache entry.
     if Path(model).suffix in GRAPH_SUFFIXES or backend not in (None, "torch"):
         from vdengine.runtime import load_graph
@@ -376,9 +386,20 @@ def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backe
     from vdengine.models.families import family_of, load_family
 
     if family_of(model) is not None:  # VIDM / VideoFusion (SEEDS.md)
+        if compile:
+            raise ValueError("compile=True applies to single-network models; the VIDM and "
+                             "VideoFusion pipelines run several networks")
         return load_family(model, device, dtype)
     net = load_model(model, device=device, dtype=dtype).set_ops("fused")
-    return _pipeline_for_denoiser(net, device, dtype, model, "torch")
+    if device.type == "cpu":
+        net.set_channels_last(True)  # oneDNN's conv layout, read by the fused ops as it is
+    if compile:
+        net = _compiled(net)
+    # On the CPU the sampler keeps float32 latents whatever the model computes in: a bfloat16
+    # model then only rounds its own activations, not the state of every step.
+    latents = torch.float32 if device.type == "cpu" else dtype
+    return _pipeline_for_denoiser(net, device, latents, model, "torch-compiled" if compile else
+                                  "torch")
 
 
 def _is_diffusers(model: Any) -> bool:
@@ -408,7 +429,7 @@ def _load_diffusers(model: Any, scheduler: Any, vae: Any, device: torch.device,
 def load(model: Any = "default", device: str | torch.device = "auto",
          dtype: str | torch.dtype | None = None, backend: str | None = None,
          check_against: str | Path | None = None, scheduler: Any = None,
-         vae: Any = None) -> Pipeline:
+         vae: Any = None, compile: bool = False) -> Pipeline:
     """Load a denoiser once, as a Pipeline to generate from.
 
     model: a shipped model's name (see `vdengine info`), a vdengine model directory, an exported
@@ -420,15 +441,23 @@ def load(model: Any = "default", device: str | torch.device = "auto",
     ``scheduler=`` (a diffusers scheduler, its config or a path) and ``vae=`` apply to those.
     backend: overrides the runtime the graph's suffix picks ("onnxruntime", "tensorrt").
     check_against: a model directory an exported graph must match (config and weights).
+    compile: run the PyTorch denoiser through torch.compile (Inductor, frozen weights), vdengine's
+    ops inside the graph; the first call of each batch size compiles (minutes on a small CPU),
+    which only pays off for a process that generates many times (benchmarks/latency.py).
     Repeated calls with the same name/path and arguments return the same Pipeline (no reload;
     diffusers models and modules are not cached).
     """
     dev = resolve_device(device)
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be a bool, got {type(compile).__name__}")
     if _is_diffusers(model):
         if backend is not None or check_against is not None:
             raise ValueError("backend= and check_against= apply to exported graph files, not "
                              "to diffusers models")
-        return _load_diffusers(model, scheduler, vae, dev, resolve_dtype(dtype, dev))
+        pipe = _load_diffusers(model, scheduler, vae, dev, resolve_dtype(dtype, dev))
+        if compile:
+            pipe.model = _compiled(pipe.model)
+        return pipe
     if scheduler is not None or vae is not None:
         raise ValueError("scheduler= and vae= apply to diffusers models (an instance or a "
                          f"diffusers directory), not to {type(model).__name__} {model!r}")
@@ -436,7 +465,8 @@ def load(model: Any = "default", device: str | torch.device = "auto",
         if backend is not None or check_against is not None:
             raise ValueError("backend= and check_against= apply to exported graph files, not "
                              "to a module")
-        return _pipeline_for_denoiser(model, dev, resolve_dtype(dtype, dev), model.spec.name,
+        net = _compiled(model) if compile and isinstance(model, torch.nn.Module) else model
+        return _pipeline_for_denoiser(net, dev, resolve_dtype(dtype, dev), model.spec.name,
                                       "module")
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a name, a path or a vdengine.Denoiser module, got "
@@ -448,21 +478,23 @@ def load(model: Any = "default", device: str | torch.device = "auto",
         p = Path(path).expanduser()
         if not p.is_file():
             raise ValueError(f"exported graph {path!r} does not exist")
+        if compile:
+            raise ValueError("compile=True applies to PyTorch models, not to exported graphs")
         path, stamp = str(p.resolve()), (p.stat().st_size, p.stat().st_mtime_ns)
         # The engine keeps x in float32 unless asked: the graph casts to its own I/O dtype.
         dt = torch.float32 if dtype is None else dt
     ref = None if check_against is None else str(check_against)
-    return _cached_pipeline(path, dev, dt, backend, ref, stamp)
+    return _cached_pipeline(path, dev, dt, backend, ref, stamp, compile)
 
 
 def generate(model: Any = "default", *, device: str | torch.device = "auto",
              dtype: str | torch.dtype | None = None, backend: str | None = None,
              check_against: str | Path | None = None, scheduler: Any = None, vae: Any = None,
-             **kwargs: Any) -> Video | Tensor | Path:
-    """``load(model, device, dtype, backend, check_against, scheduler, vae).generate(**kwargs)``:
-    see load() and Pipeline.generate for the arguments."""
+             compile: bool = False, **kwargs: Any) -> Video | Tensor | Path:
+    """``load(model, device, dtype, backend, check_against, scheduler, vae, compile)
+    .generate(**kwargs)``: see load() and Pipeline.generate for the arguments."""
     return load(model, device=device, dtype=dtype, backend=backend, check_against=check_against,
-                scheduler=scheduler, vae=vae).generate(**kwargs)
+                scheduler=scheduler, vae=vae, compile=compile).generate(**kwargs)
 
 
 __all__ = ["Pipeline", "generate", "load", "make_generator"]

@@ -151,3 +151,43 @@ def test_default_model_ships_and_generates():
     assert pipe.window == 16 and pipe.spec.sample_size == (32, 32)
     video = pipe.generate(num_frames=16, **FAST)
     assert video.frames.shape == (1, 16, 32, 32, 3)
+
+
+def test_bfloat16_on_the_cpu_follows_float32(tiny_model_dir):
+    kw = {"num_frames": 4, "steps": 4, "batch_size": 2, "seed": 3, "label": 1,
+          "guidance_scale": 2.0, "progress": False, "output_type": "pt"}
+    fp32 = vdengine.generate(tiny_model_dir, dtype="float32", **kw)
+    bf16_pipe = vdengine.load(tiny_model_dir, dtype="bfloat16")
+    assert next(bf16_pipe.model.parameters()).dtype == torch.bfloat16
+    bf16 = bf16_pipe.generate(**kw)
+    assert bf16.shape == fp32.shape and torch.isfinite(bf16).all()
+    # bf16 keeps 8 mantissa bits: the videos agree to a few percent of the [0, 1] range
+    assert (bf16.float() - fp32.float()).abs().mean() < 0.02
+
+
+def test_the_cpu_default_runs_channels_last():
+    pipe = vdengine.load("default", device="cpu")
+    assert pipe.model.channels_last
+    assert pipe.model.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compiled_pipeline_matches_eager(tiny_model_dir):
+    kw = {"num_frames": 4, "steps": 2, "batch_size": 1, "seed": 5, "progress": False,
+          "output_type": "pt"}
+    eager = vdengine.generate(tiny_model_dir, **kw)
+    compiled = vdengine.load(tiny_model_dir, compile=True)
+    assert compiled.backend == "torch-compiled" and compiled is not vdengine.load(tiny_model_dir)
+    torch.testing.assert_close(compiled.generate(**kw), eager, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("compile_arg, error", [("yes", TypeError), (1, TypeError)])
+def test_compile_argument_is_checked(tiny_model_dir, compile_arg, error):
+    with pytest.raises(error, match="compile"):
+        vdengine.load(tiny_model_dir, compile=compile_arg)
+
+
+def test_compile_refuses_exported_graphs(tmp_path):
+    graph = tmp_path / "m.onnx"
+    graph.write_bytes(b"not read")
+    with pytest.raises(ValueError, match="compile=True applies to PyTorch models"):
+        vdengine.load(str(graph), compile=True)
