@@ -4,6 +4,7 @@
     python benchmarks/kernels.py --quick                         # smaller shapes, fewer repeats
     python benchmarks/kernels.py --dtype bfloat16                # CPU bfloat16 kernels vs PyTorch
     python benchmarks/kernels.py --compare dtype                 # ours: bfloat16 vs float32
+    python benchmarks/kernels.py --compare layout                # posgn/group_norm: NHWC vs NCHW
     python benchmarks/kernels.py --device cuda --dtype bfloat16 --json benchmarks/results/kernels-cuda.json
 
 For every case both implementations get the same inputs and run side by side in one process,
@@ -24,6 +25,8 @@ both alike; each reported time is the median of the repeats. The PyTorch composi
 
 --compare dtype times our kernels only, in float32 and in bfloat16 on the same values, side by
 side (interleaved); the table gives both times and bfloat16/float32 (< 1: bfloat16 is faster).
+--compare layout does the same for posgn and group_norm on contiguous NCHW inputs and on
+channels-last (torch.channels_last) inputs (nhwc/nchw < 1: channels-last is faster), in --dtype.
 
 The "floor" of a case is its minimal bytes (every input read once, every output written once)
 over the copy bandwidth measured at the start of the same run (a large tensor copy:
@@ -144,12 +147,17 @@ def _rand(gen: torch.Generator, shape, device, dtype, scale: float = 1.0) -> tor
     return (torch.randn(shape, generator=gen, device=device) * scale).to(dtype)
 
 
-def posgn_case(b, f, c, h, w, groups, per_video, device, dtype, gen) -> Case:
+def _in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """t [N, C, H, W] contiguous (nchw) or channels-last (nhwc), as a model lays it out."""
+    return t.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else t
+
+
+def posgn_case(b, f, c, h, w, groups, per_video, device, dtype, gen, layout="nchw") -> Case:
     n = b * f
     m = n if per_video else f  # tables per frame shared by the videos, or one per (video, frame)
-    x = _rand(gen, (n, c, h, w), device, dtype)
-    scale = _rand(gen, (m, c, h, w), device, dtype, 0.3)
-    shift = _rand(gen, (m, c, h, w), device, dtype, 0.3)
+    x = _in_layout(_rand(gen, (n, c, h, w), device, dtype), layout)
+    scale = _in_layout(_rand(gen, (m, c, h, w), device, dtype, 0.3), layout)
+    shift = _in_layout(_rand(gen, (m, c, h, w), device, dtype, 0.3), layout)
     weight = 1 + _rand(gen, (c,), device, dtype, 0.1)
     bias = _rand(gen, (c,), device, dtype, 0.1)
 
@@ -295,10 +303,10 @@ def euler_case(shape, guidance, device, dtype, gen, per_frame=False) -> Case:
                 outputs=lambda: (ours(), composed()))
 
 
-def group_norm_case(b, f, c, h, w, groups, device, dtype, gen) -> Case:
+def group_norm_case(b, f, c, h, w, groups, device, dtype, gen, layout="nchw") -> Case:
     """A temporal layer's norm: statistics of each group over the F frames of a video."""
     n = b * f
-    x = _rand(gen, (n, c, h, w), device, dtype)
+    x = _in_layout(_rand(gen, (n, c, h, w), device, dtype), layout)
     weight = 1 + _rand(gen, (c,), device, dtype, 0.1)
     bias = _rand(gen, (c,), device, dtype, 0.1)
 
@@ -328,11 +336,14 @@ def geglu_case(rows, hidden, device, dtype, gen) -> Case:
 
     e = x.element_size()
     return Case("geglu", f"rows={rows} H={hidden}", ours, composed,
-                min_bytes=e * (3 * rows * hidden + 2 * hidden), outputs=lambda: (ours(), composed()))
+                min_bytes=e * (3 * rows * hidden + 2 * hidden),
+                outputs=lambda: (ours(), composed()))
 
 
-def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set[str] | None
-                ) -> list[Case]:
+def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set[str] | None,
+                layout: str = "nchw") -> list[Case]:
+    """The benchmark cases; layout (nchw | nhwc) is the memory layout of posgn's and group_norm's
+    inputs."""
     gen = torch.Generator(device).manual_seed(0)
     gpu = device.type == "cuda"
     cases: list[Case] = []
@@ -348,7 +359,7 @@ def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set
             shapes = [(2, 16, 64, 16, 16, 32, False)]
         else:  # 2 videos × 16 frames, C 128, 32×32
             shapes = [(2, 16, 128, 32, 32, 32, False), (2, 16, 128, 32, 32, 32, True)]
-        cases += [posgn_case(*s, device, dtype, gen) for s in shapes]
+        cases += [posgn_case(*s, device, dtype, gen, layout) for s in shapes]
     if want("temporal_attention"):
         if gpu:
             shapes = [(2, 16, 64 * 64, 5, 64, False), (2, 16, 64 * 64, 5, 64, True)]
@@ -376,7 +387,9 @@ def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set
     if want("group_norm"):  # 2 videos × 16 frames; CPU: C 128 at 32×32 (UNet's temporal norms)
         shape = ((2, 16, 320, 64, 64, 32) if gpu else
                  ((1, 8, 64, 16, 16, 32) if quick else (2, 16, 128, 32, 32, 32)))
-        cases.append(group_norm_case(*shape, device, dtype, gen))
+        cases.append(group_norm_case(*shape, device, dtype, gen, layout))
+        if not quick and not gpu:  # per-frame statistics (the spatial norms of a UNet)
+            cases.append(group_norm_case(32, 1, 128, 32, 32, 32, device, dtype, gen, layout))
     if want("geglu"):  # a transformer feed-forward: 2·16 frames × 32×32 tokens or fewer, H 4·C
         shape = (2 * 16 * 64 * 64, 1280) if gpu else ((2048, 256) if quick else (8192, 512))
         cases.append(geglu_case(*shape, device, dtype, gen))
@@ -406,9 +419,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default=None,
                    help="default float32 on cpu (float32 or bfloat16), bfloat16 on cuda")
-    p.add_argument("--compare", choices=["torch", "dtype"], default="torch",
+    p.add_argument("--compare", choices=["torch", "dtype", "layout"], default="torch",
                    help="torch: ours vs the PyTorch composition (default); dtype: ours in "
-                        "bfloat16 vs ours in float32")
+                        "bfloat16 vs ours in float32; layout: posgn/group_norm on channels-last "
+                        "vs NCHW inputs")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     p.add_argument("--ops", nargs="+", choices=OPS, default=None)
     p.add_argument("--repeats", type=int, default=None, help="timed samples per case")
@@ -460,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         results = compare_variants(
             "float32", build_cases(device, torch.float32, args.quick, only),
             other, build_cases(device, DTYPES[other], args.quick, only), timer, warmup, repeats)
+        return write_results(args.json, env, results)
+    if args.compare == "layout":
+        norms = {"posgn", "group_norm"} & (only or {"posgn", "group_norm"})
+        results = compare_variants(
+            "nchw", build_cases(device, dtype, args.quick, norms, "nchw"),
+            "nhwc", build_cases(device, dtype, args.quick, norms, "nhwc"), timer, warmup, repeats)
         return write_results(args.json, env, results)
 
     results = []

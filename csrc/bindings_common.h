@@ -15,9 +15,9 @@ inline void* mptr(std::uintptr_t p) { return reinterpret_cast<void*>(p); }
 inline PosGNArgs make_posgn(std::uintptr_t x, std::uintptr_t scale, std::uintptr_t shift,
                             std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t y,
                             int64_t N, int64_t C, int64_t HW, int64_t M, int64_t G, float eps,
-                            bool silu) {
+                            bool silu, bool channels_last = false) {
   return PosGNArgs{cptr(x), cptr(scale), cptr(shift), cptr(weight), cptr(bias), mptr(y),
-                   N, C, HW, M, G, eps, silu};
+                   N, C, HW, M, G, eps, silu, channels_last};
 }
 
 inline AttentionArgs make_attention(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v,
@@ -47,8 +47,10 @@ inline StepArgs make_step(std::uintptr_t x, std::uintptr_t model_out, std::uintp
 
 inline GroupNormArgs make_group_norm(std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
                                      std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G,
-                                     int64_t F, float eps, bool silu) {
-  return GroupNormArgs{cptr(x), cptr(weight), cptr(bias), mptr(y), N, C, HW, G, F, eps, silu};
+                                     int64_t F, float eps, bool silu,
+                                     bool channels_last = false) {
+  return GroupNormArgs{cptr(x), cptr(weight), cptr(bias), mptr(y), N, C, HW, G, F, eps, silu,
+                       channels_last};
 }
 
 inline GegluArgs make_geglu(std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,

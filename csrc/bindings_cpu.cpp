@@ -16,11 +16,13 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("posgn", [](int dtype, std::uintptr_t x, std::uintptr_t scale, std::uintptr_t shift,
                     std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t y, int64_t N,
-                    int64_t C, int64_t HW, int64_t M, int64_t G, float eps, bool silu) {
-    auto a = make_posgn(x, scale, shift, weight, bias, y, N, C, HW, M, G, eps, silu);
+                    int64_t C, int64_t HW, int64_t M, int64_t G, float eps, bool silu,
+                    bool channels_last) {
+    auto a = make_posgn(x, scale, shift, weight, bias, y, N, C, HW, M, G, eps, silu,
+                        channels_last);
     py::gil_scoped_release release;
     posgn_cpu(static_cast<DType>(dtype), a);
-  }, py::arg("dtype"), VDE_POSGN_ARGS);
+  }, py::arg("dtype"), VDE_POSGN_ARGS, py::arg("channels_last"));
 
   m.def("temporal_attention",
         [](int dtype, std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::uintptr_t bias,
@@ -53,11 +55,11 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("group_norm", [](int dtype, std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias,
                          std::uintptr_t y, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
-                         float eps, bool silu) {
-    auto a = make_group_norm(x, weight, bias, y, N, C, HW, G, F, eps, silu);
+                         float eps, bool silu, bool channels_last) {
+    auto a = make_group_norm(x, weight, bias, y, N, C, HW, G, F, eps, silu, channels_last);
     py::gil_scoped_release release;
     group_norm_cpu(static_cast<DType>(dtype), a);
-  }, py::arg("dtype"), VDE_GROUP_NORM_ARGS);
+  }, py::arg("dtype"), VDE_GROUP_NORM_ARGS, py::arg("channels_last"));
 
   m.def("geglu", [](int dtype, std::uintptr_t x, std::uintptr_t bias, std::uintptr_t y, int64_t N,
                     int64_t H) {

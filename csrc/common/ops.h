@@ -6,7 +6,8 @@
 //
 // Layouts (all row-major, contiguous unless a stride is given):
 //   posgn:               x, y [N, C, HW]; scale, shift [M, C, HW] (row n uses n % M);
-//                        weight, bias [C] or nullptr.
+//                        weight, bias [C] or nullptr. channels_last (CPU only): x, y [N, HW, C],
+//                        scale, shift [M, HW, C] (torch.channels_last strides); also group_norm.
 //   temporal_attention:  q, k, v: element (row r, pixel s, channel c) at r*row_stride + s*pix_stride + c,
 //                        rows r = b*F + f, C = H*D channels; out contiguous [B*F, S, C];
 //                        bias [F, F] float32 or nullptr.
@@ -35,6 +36,7 @@ struct PosGNArgs {
   int64_t N, C, HW, M, G;
   float eps;
   bool silu;
+  bool channels_last = false;  // CPU only: x, scale, shift, y [rows, HW, C]
 };
 
 struct AttentionArgs {
@@ -82,6 +84,7 @@ struct GroupNormArgs {
   int64_t N, C, HW, G, F;
   float eps;
   bool silu;
+  bool channels_last = false;  // CPU only: x, y [N, HW, C]
 };
 
 // GEGLU of a projection output without its bias: x [N, 2H], y [N, H], bias [2H] or nullptr.

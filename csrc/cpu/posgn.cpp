@@ -35,6 +35,8 @@
 //   benchmarks/kernels.py --json benchmarks/results/kernels-cpu.json`, see that file.
 //   The SSE2 fallback leaves the SiLU loop scalar (GCC does not if-convert its selects without
 //   SSE4.1 blends); AVX2 and AVX-512 vectorize everything.
+// Channels-last tensors (torch.channels_last, the layout oneDNN's convolutions prefer) run the
+//   kernel of posgn_nhwc.cpp; the struct GN and the SiLU exponential are shared (gn_common.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -46,54 +48,13 @@
 #include "common/ops.h"
 #include "cpu/bf16.h"
 #include "cpu/cpu_common.h"
+#include "cpu/gn_common.h"
 
 namespace vde {
 namespace {
 
 using namespace vde::cpu;
-
-// ---- the op -------------------------------------------------------------------------------------
-template <class T>  // storage: float or bf16
-struct GN {
-  const T* x;
-  const T* scale;  // nullable (group_norm): no table
-  const T* shift;  // nullable with scale
-  const T* w;  // nullable
-  const T* b;  // nullable
-  T* y;
-  int64_t N, C, HW, M, G, Cg, L;  // L = Cg*HW, elements per group and frame
-  int64_t F;                      // frames per group: rows v*F .. v*F+F-1 (1 for posgn)
-  float eps;
-  bool silu;
-};
-
-// Pass-1 sums of a group, in fp64: Σd and Σd², d = x - shift (shift: the group's first element).
-struct Moments {
-  double s1 = 0.0, s2 = 0.0;
-};
-
-// exp(x) for SiLU without a libm call, so the loop vectorizes: Cephes expf (range reduction by ln2,
-// degree-6 polynomial, ~1 ulp). Results below FLT_MIN flush to 0; x > 88 saturates at e^88; NaN
-// stays NaN (and never reaches the float -> int conversion).
-VDE_INLINE float exp_poly(float x) {
-  const float xc = x > 88.0f ? 88.0f : (x >= -87.33f ? x : -87.33f);
-  const float t = xc * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer (|t| < 2^22)
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  const float z = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * z + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  return x < -87.33f ? 0.0f : (x != x ? x : p * two_n);
-}
+using namespace vde::cpu::gn;
 
 // Σ(x - shift) and Σ(x - shift)² over x[0, len), in fp64.
 template <int ISA, class T>
@@ -276,12 +237,6 @@ Kernels<T> kernels() {
   return {groups_base<T>, stats_base<T>, apply_base<T>};
 }
 
-// [begin, end) of part `i` of `parts` near-equal parts of [0, total).
-inline void split(int64_t total, int64_t parts, int64_t i, int64_t& begin, int64_t& end) {
-  begin = total * i / parts;
-  end = total * (i + 1) / parts;
-}
-
 // Runs the normalisation of every group of p over the OpenMP threads.
 template <class T>
 void run(const GN<T>& p) {
@@ -364,8 +319,10 @@ void posgn_cpu(DType dtype, const PosGNArgs& a) {
     const GN<T> p{static_cast<const T*>(a.x), static_cast<const T*>(a.scale),
                   static_cast<const T*>(a.shift), static_cast<const T*>(a.weight),
                   static_cast<const T*>(a.bias), static_cast<T*>(a.y),
-                  a.N, a.C, a.HW, a.M, a.G, a.C / a.G, (a.C / a.G) * a.HW, 1, a.eps, a.silu};
-    run(p);
+                  a.N, a.C, a.HW, a.M, a.G, a.C / a.G, (a.C / a.G) * a.HW, 1, a.eps, a.silu,
+                  a.channels_last};
+    if (p.nhwc) run_nhwc(p);
+    else run(p);
   });
 }
 
@@ -389,8 +346,9 @@ void group_norm_cpu(DType dtype, const GroupNormArgs& a) {
     const GN<T> p{static_cast<const T*>(a.x), nullptr, nullptr,
                   static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
                   static_cast<T*>(a.y), a.N, a.C, a.HW, 1, a.G, a.C / a.G, (a.C / a.G) * a.HW,
-                  a.F, a.eps, a.silu};
-    run(p);
+                  a.F, a.eps, a.silu, a.channels_last};
+    if (p.nhwc) run_nhwc(p);
+    else run(p);
   });
 }
 

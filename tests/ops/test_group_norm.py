@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _dtype_helpers import CPU_DTYPES, assert_close_bf16
+from _layout_helpers import LAYOUTS, assert_layout, to_layout
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,14 +25,15 @@ TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16:
 
 
 def make_inputs(n, c, h, w, gen, *, affine="both", offset=0.0, dtype=torch.float32,
-                device="cpu"):
-    """x with per-channel and per-row offsets (groups and frames differ), affine near identity."""
+                device="cpu", layout="nchw"):
+    """x with per-channel and per-row offsets (groups and frames differ), affine near identity;
+    x in `layout` (_layout_helpers)."""
     x = torch.randn(n, c, h, w, generator=gen) * 1.5 + torch.randn(1, c, 1, 1, generator=gen)
     x = x + torch.randn(n, 1, 1, 1, generator=gen) + offset
     weight = 1 + 0.2 * torch.randn(c, generator=gen) if affine in ("both", "weight") else None
     bias = 0.2 * torch.randn(c, generator=gen) if affine in ("both", "bias") else None
     cast = lambda t: None if t is None else t.to(device=device, dtype=dtype)
-    return cast(x), cast(weight), cast(bias)
+    return to_layout(cast(x), layout), cast(weight), cast(bias)
 
 
 def reference64(x, g, weight, bias, eps, silu, frames):
@@ -40,12 +42,13 @@ def reference64(x, g, weight, bias, eps, silu, frames):
 
 
 def check(n, c, g, h, w, frames, gen, *, affine="both", silu=False, eps=1e-5, offset=0.0,
-          dtype=torch.float32, device="cpu", tol=None):
+          dtype=torch.float32, device="cpu", tol=None, layout="nchw"):
     x, weight, bias = make_inputs(n, c, h, w, gen, affine=affine, offset=offset, dtype=dtype,
-                                  device=device)
+                                  device=device, layout=layout)
     y = ops.group_norm(x, g, weight, bias, eps=eps, silu=silu, frames=frames)
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
-    assert y.is_contiguous() and y.data_ptr() != x.data_ptr()
+    assert_layout(y, layout)
+    assert y.data_ptr() != x.data_ptr()
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
     if dtype == torch.bfloat16 and y.device.type == "cpu":  # one bfloat16 ulp (_dtype_helpers)
         ref = R.group_norm(x, g, weight, bias, eps, silu, frames)
@@ -103,31 +106,44 @@ SHAPES = [  # (N, C, G, H, W, frames)
 @pytest.mark.parametrize("affine", ["none", "both", "weight", "bias"])
 @pytest.mark.parametrize("silu", [False, True])
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_matches_reference(shape, affine, silu, dtype, gen):
-    check(*shape, gen, affine=affine, silu=silu, dtype=dtype)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_matches_reference(shape, affine, silu, dtype, layout, gen):
+    check(*shape, gen, affine=affine, silu=silu, dtype=dtype, layout=layout)
 
 
 @pytest.mark.parametrize("eps", [1e-6, 1e-3, 0.5])
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_eps(eps, dtype, gen):
-    check(8, 16, 4, 5, 5, 4, gen, eps=eps, dtype=dtype)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_eps(eps, dtype, layout, gen):
+    check(8, 16, 4, 5, 5, 4, gen, eps=eps, dtype=dtype, layout=layout)
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_unet_temporal_shape(dtype, gen):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_unet_temporal_shape(dtype, layout, gen):
     """A temporal transformer's norm: 2 videos × 16 frames, C 128, 16×16, 32 groups."""
-    check(32, 128, 32, 16, 16, 16, gen, silu=True, dtype=dtype)
+    check(32, 128, 32, 16, 16, 16, gen, silu=True, dtype=dtype, layout=layout)
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_few_huge_groups(dtype, gen):
-    """One video of one group: fewer tasks than threads, so the threads split each group."""
-    check(4, 2, 1, 96, 96, 4, gen, silu=True, dtype=dtype)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(4, 2, 1, 96, 96, 4), (16, 40, 8, 12, 12, 16),
+                                   (6, 320, 32, 5, 7, 2)], ids=str)
+def test_two_threads(shape, dtype, layout, gen):
+    """With two threads: whole tasks per thread, and with fewer tasks than threads (one video,
+    or one video of one group) the threads splitting each task's elements for both passes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        check(*shape, gen, silu=True, dtype=dtype, layout=layout)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_large_mean_is_numerically_stable(dtype, gen):
-    check(4, 16, 4, 16, 16, 2, gen, offset=300.0, tol=(2e-3, 2e-3), dtype=dtype)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_large_mean_is_numerically_stable(dtype, layout, gen):
+    check(4, 16, 4, 16, 16, 2, gen, offset=300.0, tol=(2e-3, 2e-3), dtype=dtype, layout=layout)
 
 
 def test_statistics_span_the_frames(gen):
@@ -151,11 +167,13 @@ def test_constant_groups(gen):
 @given(
     g=st.integers(1, 8), cpg=st.integers(1, 5), h=st.integers(1, 10), w=st.integers(1, 10),
     frames=st.integers(1, 6), videos=st.integers(1, 3), affine=st.sampled_from(["none", "both"]),
-    silu=st.booleans(), dtype=st.sampled_from(CPU_DTYPES), seed=st.integers(0, 2**31 - 1),
+    silu=st.booleans(), dtype=st.sampled_from(CPU_DTYPES), layout=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_reference_hypothesis(g, cpg, h, w, frames, videos, affine, silu, dtype, seed):
+def test_matches_reference_hypothesis(g, cpg, h, w, frames, videos, affine, silu, dtype, layout,
+                                      seed):
     check(frames * videos, g * cpg, g, h, w, frames, torch.Generator().manual_seed(seed),
-          affine=affine, silu=silu, dtype=dtype)
+          affine=affine, silu=silu, dtype=dtype, layout=layout)
 
 
 def test_inputs_untouched(gen):
@@ -187,8 +205,9 @@ def test_requires_grad_raises_and_points_to_reference(gen):
 
 @pytest.mark.parametrize("affine", ["none", "both"])
 @pytest.mark.parametrize("frames", [1, 2])
-def test_opcheck(affine, frames, gen):
-    x, weight, bias = make_inputs(4, 8, 5, 3, gen, affine=affine)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_opcheck(affine, frames, layout, gen):
+    x, weight, bias = make_inputs(4, 8, 5, 3, gen, affine=affine, layout=layout)
     torch.library.opcheck(torch.ops.vdengine.group_norm.default,
                           (x, 4, weight, bias, 1e-5, True, frames))
 
@@ -242,8 +261,8 @@ BAD = [
     ({"bias": torch.randn(4)}, ValueError, r"bias must have shape \[8\]"),
     ({"weight": torch.randn(16)[::2]}, ValueError, r"weight must be contiguous"),
     ({"x": torch.randn(4, 8, 3, 5).transpose(-1, -2)}, ValueError, r"x must be contiguous"),
-    ({"x": torch.randn(4, 8, 5, 3).to(memory_format=torch.channels_last)}, ValueError,
-     r"x must be contiguous"),
+    ({"x": torch.randn(4, 8, 5, 6)[..., ::2]}, ValueError,
+     r"x must be contiguous \(NCHW\) or channels-last \(torch\.channels_last\)"),
     ({"x": torch.randn(4, 8, 5, 3).double(), "weight": None, "bias": None}, TypeError,
      r"x has dtype torch\.float64, but the CPU kernels take float32 or bfloat16"),
     ({"x": torch.ones(4, 8, 5, 3, dtype=torch.int32)}, TypeError,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _dtype_helpers import CPU_DTYPES, assert_close_bf16
+from _layout_helpers import LAYOUTS, assert_layout, to_layout
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,8 +25,9 @@ TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16:
 
 
 def make_inputs(n, m, c, h, w, gen, *, affine="both", offset=0.0, dtype=torch.float32,
-                device="cpu"):
-    """x with per-channel offsets (groups differ), tables around 0, affine near identity."""
+                device="cpu", layout="nchw"):
+    """x with per-channel offsets (groups differ), tables around 0, affine near identity; x and
+    the tables in `layout` (_layout_helpers)."""
     x = torch.randn(n, c, h, w, generator=gen) * 1.5 + torch.randn(1, c, 1, 1, generator=gen)
     x = x + offset
     scale = 0.5 * torch.randn(m, c, h, w, generator=gen)
@@ -33,7 +35,8 @@ def make_inputs(n, m, c, h, w, gen, *, affine="both", offset=0.0, dtype=torch.fl
     weight = 1 + 0.2 * torch.randn(c, generator=gen) if affine in ("both", "weight") else None
     bias = 0.2 * torch.randn(c, generator=gen) if affine in ("both", "bias") else None
     cast = lambda t: None if t is None else t.to(device=device, dtype=dtype)
-    return cast(x), cast(scale), cast(shift), cast(weight), cast(bias)
+    x, scale, shift = (to_layout(cast(t), layout) for t in (x, scale, shift))
+    return x, scale, shift, cast(weight), cast(bias)
 
 
 def reference64(x, scale, shift, g, weight, bias, eps, silu):
@@ -42,12 +45,13 @@ def reference64(x, scale, shift, g, weight, bias, eps, silu):
 
 
 def check(n, m, c, g, h, w, gen, *, affine="both", silu=False, eps=1e-5, offset=0.0,
-          dtype=torch.float32, device="cpu", tol=None):
+          dtype=torch.float32, device="cpu", tol=None, layout="nchw"):
     x, scale, shift, weight, bias = make_inputs(n, m, c, h, w, gen, affine=affine, offset=offset,
-                                                dtype=dtype, device=device)
+                                                dtype=dtype, device=device, layout=layout)
     y = ops.posgn(x, scale, shift, g, weight, bias, eps=eps, silu=silu)
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
-    assert y.is_contiguous() and y.data_ptr() != x.data_ptr()
+    assert_layout(y, layout)
+    assert y.data_ptr() != x.data_ptr()
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
     if dtype == torch.bfloat16 and y.device.type == "cpu":
         ref = R.posgn(x, scale, shift, g, weight, bias, eps, silu)
@@ -74,30 +78,49 @@ SHAPES = [  # (N, M, C, G, H, W)
 ]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}M{}C{}G{}H{}W{}".format(*s))
 @pytest.mark.parametrize("affine", ["none", "both", "weight", "bias"])
 @pytest.mark.parametrize("silu", [False, True])
-def test_matches_reference(shape, affine, silu, dtype, gen):
-    check(*shape, gen, affine=affine, silu=silu, dtype=dtype)
+def test_matches_reference(shape, affine, silu, dtype, layout, gen):
+    check(*shape, gen, affine=affine, silu=silu, dtype=dtype, layout=layout)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
 @pytest.mark.parametrize("eps", [1e-6, 1e-3, 0.5])
-def test_eps(eps, dtype, gen):
-    check(4, 2, 16, 4, 5, 5, gen, eps=eps, dtype=dtype)
+def test_eps(eps, dtype, layout, gen):
+    check(4, 2, 16, 4, 5, 5, gen, eps=eps, dtype=dtype, layout=layout)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_video_shape(dtype, gen):
+def test_video_shape(dtype, layout, gen):
     """The CPU benchmark's default: 2 videos × 16 frames, C 128, 32×32, 32 groups, tables per frame."""
-    check(32, 16, 128, 32, 32, 32, gen, silu=True, dtype=dtype)
+    check(32, 16, 128, 32, 32, 32, gen, silu=True, dtype=dtype, layout=layout)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
-def test_large_mean_is_numerically_stable(dtype, gen):
+def test_large_mean_is_numerically_stable(dtype, layout, gen):
     """|mean| >> std: a one-pass E[x²] − E[x]² variance in float32 would lose most digits."""
-    check(2, 1, 16, 4, 16, 16, gen, offset=300.0, tol=(2e-3, 2e-3), dtype=dtype)
+    check(2, 1, 16, 4, 16, 16, gen, offset=300.0, tol=(2e-3, 2e-3), dtype=dtype, layout=layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 64, 32, 40, 40), (2, 2, 320, 32, 9, 7),
+                                   (3, 1, 24, 8, 70, 70)], ids=str)
+def test_two_threads(shape, dtype, layout, gen):
+    """With two threads: whole groups/videos per thread, and (N = 1 here, or one big group) the
+    threads splitting each task's elements, both passes (the tests otherwise run one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        check(*shape, gen, silu=True, dtype=dtype, layout=layout)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_constant_groups(gen):
@@ -114,11 +137,12 @@ def test_constant_groups(gen):
 @given(
     g=st.integers(1, 8), cpg=st.integers(1, 6), h=st.integers(1, 12), w=st.integers(1, 12),
     m=st.integers(1, 4), reps=st.integers(1, 3), affine=st.sampled_from(["none", "both"]),
-    silu=st.booleans(), dtype=st.sampled_from(CPU_DTYPES), seed=st.integers(0, 2**31 - 1),
+    silu=st.booleans(), dtype=st.sampled_from(CPU_DTYPES), layout=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_reference_hypothesis(g, cpg, h, w, m, reps, affine, silu, dtype, seed):
+def test_matches_reference_hypothesis(g, cpg, h, w, m, reps, affine, silu, dtype, layout, seed):
     check(m * reps, m, g * cpg, g, h, w, torch.Generator().manual_seed(seed), affine=affine,
-          silu=silu, dtype=dtype)
+          silu=silu, dtype=dtype, layout=layout)
 
 
 def test_table_row_is_n_mod_m(gen):
@@ -172,8 +196,9 @@ def test_requires_grad_raises_and_points_to_reference(gen):
 
 
 @pytest.mark.parametrize("affine", ["none", "both"])
-def test_opcheck(affine, gen):
-    x, scale, shift, weight, bias = make_inputs(4, 2, 8, 5, 3, gen, affine=affine)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_opcheck(affine, layout, gen):
+    x, scale, shift, weight, bias = make_inputs(4, 2, 8, 5, 3, gen, affine=affine, layout=layout)
     torch.library.opcheck(torch.ops.vdengine.posgn.default,
                           (x, scale, shift, 4, weight, bias, 1e-5, True))
 
@@ -256,7 +281,14 @@ BAD = [
     ({"bias": torch.randn(16)[::2]}, ValueError, r"bias must be contiguous"),
     ({"x": _nc((4, 8, 5, 3))}, ValueError, r"x must be contiguous"),
     ({"x": torch.randn(4, 8, 5, 3).to(memory_format=torch.channels_last)}, ValueError,
-     r"x must be contiguous"),
+     r"scale must be channels-last like x"),
+    ({"x": torch.randn(4, 8, 5, 3).to(memory_format=torch.channels_last),
+          "scale": torch.randn(2, 8, 5, 3).to(memory_format=torch.channels_last)}, ValueError,
+     r"shift must be channels-last like x, got shape \[2, 8, 5, 3\] with strides \(120, 15, 3, 1\)"),
+    ({"scale": torch.randn(2, 8, 5, 3).to(memory_format=torch.channels_last)}, ValueError,
+     r"scale must be contiguous \(NCHW\) like x"),
+    ({"x": torch.randn(4, 8, 5, 6)[..., ::2]}, ValueError,
+     r"x must be contiguous \(NCHW\) or channels-last \(torch\.channels_last\)"),
     ({"scale": _nc((2, 8, 5, 3))}, ValueError, r"scale must be contiguous"),
     ({"shift": _nc((2, 8, 5, 3))}, ValueError, r"shift must be contiguous"),
     ({"x": torch.randn(8, 8, 5, 3)[::2]}, ValueError, r"x must be contiguous"),
@@ -350,6 +382,13 @@ def test_cuda_opcheck(gen, cuda_device):
     x, scale, shift, weight, bias = args
     torch.library.opcheck(torch.ops.vdengine.posgn.default,
                           (x, scale, shift, 4, weight, bias, 1e-5, True))
+
+
+@pytest.mark.cuda
+def test_cuda_channels_last_refused(gen, cuda_device):
+    x, scale, shift, _, _ = make_inputs(4, 2, 8, 5, 3, gen, device=cuda_device, layout="nhwc")
+    with pytest.raises(ValueError, match="x is channels-last, which only the CPU kernels read"):
+        ops.posgn(x, scale, shift, 4)
 
 
 @pytest.mark.cuda

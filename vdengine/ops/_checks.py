@@ -107,6 +107,33 @@ def contiguous(t: Tensor, name: str) -> None:
         )
 
 
+def layout_4d(tensors: dict[str, Tensor], ref: str) -> bool:
+    """The memory layout of the 4-D tensors[ref], shared by every other tensor of `tensors`:
+    contiguous NCHW (False) or channels-last, torch.channels_last (True). A tensor that is both
+    (C == 1 or H·W == 1: the same memory order) counts as NCHW."""
+    x = tensors[ref]
+    if x.is_contiguous():
+        fmt, channels_last, what = torch.contiguous_format, False, "contiguous (NCHW)"
+    elif x.is_contiguous(memory_format=torch.channels_last):
+        fmt, channels_last, what = torch.channels_last, True, "channels-last"
+    else:
+        raise ValueError(
+            f"{ref} must be contiguous (NCHW) or channels-last (torch.channels_last), got shape "
+            f"{shape_str(x.shape)} with strides {tuple(x.stride())}; call .contiguous() first"
+        )
+    for name, t in tensors.items():
+        if name != ref and not t.is_contiguous(memory_format=fmt):
+            raise ValueError(
+                f"{name} must be {what} like {ref}, got shape {shape_str(t.shape)} with strides "
+                f"{tuple(t.stride())}; call .contiguous("
+                f"{'memory_format=torch.channels_last' if channels_last else ''}) first"
+            )
+    if channels_last and x.device.type == "cuda":
+        raise ValueError(f"{ref} is channels-last, which only the CPU kernels read; pass "
+                         f"contiguous NCHW tensors on CUDA (.contiguous())")
+    return channels_last
+
+
 def floating(t: Tensor, name: str) -> None:
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
@@ -255,9 +282,12 @@ def poison_outputs() -> Iterator[None]:
         _poison_outputs = old
 
 
-def new_output(shape: Sequence[int], like: Tensor) -> Tensor:
-    """A contiguous uninitialised tensor with like's dtype and device (NaN under poison_outputs)."""
-    out = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
+def new_output(shape: Sequence[int], like: Tensor, *,
+               memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+    """An uninitialised tensor with like's dtype and device, contiguous in memory_format (e.g.
+    torch.channels_last for 4-D shapes); NaN-filled under poison_outputs."""
+    out = torch.empty(tuple(shape), dtype=like.dtype, device=like.device,
+                      memory_format=memory_format)
     if _poison_outputs:
         out.fill_(float("nan"))
     return out

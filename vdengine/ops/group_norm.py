@@ -14,7 +14,7 @@ __all__ = ["group_norm"]
 
 
 def group_norm(
-    x: Tensor,  # [N, C, H, W], N = B·F
+    x: Tensor,  # [N, C, H, W], N = B·F, contiguous or channels-last
     num_groups: int,
     weight: Tensor | None = None,  # [C]
     bias: Tensor | None = None,  # [C]
@@ -25,8 +25,9 @@ def group_norm(
     """y = GN(x)·weight + bias [→ SiLU], statistics of each group over ``frames`` rows.
 
     Args:
-        x: Input feature maps, contiguous ``[N, C, H, W]``; float32/bfloat16 on CPU,
-            float32/float16/bfloat16 on CUDA (statistics accumulate in float32 or better).
+        x: Input feature maps ``[N, C, H, W]``, contiguous (NCHW) or, on the CPU, channels-last
+            (``torch.channels_last``); float32/bfloat16 on CPU, float32/float16/bfloat16 on CUDA
+            (statistics accumulate in float32 or better).
         num_groups: Number of groups G; must divide C.
         weight: Optional per-channel affine weight ``[C]`` (x's dtype).
         bias: Optional per-channel affine bias ``[C]``.
@@ -37,7 +38,7 @@ def group_norm(
             nn.GroupNorm gives on the [B, C, F, H, W] view). Must divide N. 1: per row.
 
     Returns:
-        ``[N, C, H, W]`` tensor in x's dtype and device (a new contiguous tensor).
+        ``[N, C, H, W]`` tensor in x's dtype, device and memory layout (a new tensor).
 
     Inference only: raises RuntimeError if an input requires grad while grad mode is on (use
     vdengine.ops.reference.group_norm, which has autograd, for training).
@@ -55,7 +56,8 @@ def group_norm(
 
 
 def _validate(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
-              frames: int) -> None:
+              frames: int) -> bool:
+    """Checks everything the kernel assumes; returns True for a channels-last x."""
     ck.positive_int(num_groups, "num_groups")
     ck.positive_real(eps, "eps")
     ck.positive_int(frames, "frames")
@@ -76,24 +78,30 @@ def _validate(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | 
         if t is not None:
             ck.shape(t, name, (c,), "[C], one value per channel of x")
             ck.contiguous(t, name)
-    ck.contiguous(x, "x")
+    return ck.layout_4d({"x": x}, "x")
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 @torch.library.custom_op("vdengine::group_norm", mutates_args=())
 def _group_norm_op(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
                    eps: float, silu: bool, frames: int) -> Tensor:
-    _validate(x, num_groups, weight, bias, eps, frames)
-    y = ck.new_output(x.shape, x)
+    channels_last = _validate(x, num_groups, weight, bias, eps, frames)
+    y = ck.new_output(x.shape, x, memory_format=_memory_format(channels_last))
     if y.numel() == 0:
         return y
     n, c, h, w = x.shape
+    layout = (channels_last,) if x.device.type == "cpu" else ()  # CUDA: NCHW only (checked)
     ck.launch("group_norm", x, x.data_ptr(), ck.ptr(weight), ck.ptr(bias), y.data_ptr(), n, c,
-              h * w, num_groups, frames, eps, silu)
+              h * w, num_groups, frames, eps, silu, *layout)
     return y
 
 
 @_group_norm_op.register_fake
 def _group_norm_fake(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
                      eps: float, silu: bool, frames: int) -> Tensor:
-    _validate(x, num_groups, weight, bias, eps, frames)
-    return x.new_empty(x.shape)
+    channels_last = _validate(x, num_groups, weight, bias, eps, frames)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device,
+                       memory_format=_memory_format(channels_last))

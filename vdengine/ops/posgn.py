@@ -16,8 +16,8 @@ __all__ = ["posgn"]
 
 
 def posgn(
-    x: Tensor,  # [N, C, H, W]
-    scale: Tensor,  # [M, C, H, W], N % M == 0; row n of x uses row n % M
+    x: Tensor,  # [N, C, H, W], contiguous or channels-last
+    scale: Tensor,  # [M, C, H, W], N % M == 0; row n of x uses row n % M; x's layout
     shift: Tensor,  # [M, C, H, W]
     num_groups: int,
     weight: Tensor | None = None,  # [C]
@@ -28,10 +28,12 @@ def posgn(
     """Positional Group Normalization: y = (GN(x)·weight + bias)·(1 + scale) + shift [→ SiLU].
 
     Args:
-        x: Input feature maps, contiguous ``[N, C, H, W]``; float32/bfloat16 on CPU,
-            float32/float16/bfloat16 on CUDA (statistics accumulate in float32 or better).
-        scale: Positional scale table, contiguous ``[M, C, H, W]`` with N % M == 0; row n of x uses
-            table row n % M (tiling, as ``scale.repeat(N // M, 1, 1, 1)``).
+        x: Input feature maps ``[N, C, H, W]``, contiguous (NCHW) or, on the CPU, channels-last
+            (``torch.channels_last``: ``x.is_contiguous(memory_format=torch.channels_last)``, e.g.
+            ``t.permute(0, 3, 1, 2)`` of a contiguous ``[N, H, W, C]`` t); float32/bfloat16 on
+            CPU, float32/float16/bfloat16 on CUDA (statistics accumulate in float32 or better).
+        scale: Positional scale table ``[M, C, H, W]`` in x's memory layout, with N % M == 0; row
+            n of x uses table row n % M (tiling, as ``scale.repeat(N // M, 1, 1, 1)``).
         shift: Positional shift table, like scale.
         num_groups: Number of groups G; must divide C.
         weight: Optional per-channel affine weight ``[C]`` applied before the table (x's dtype).
@@ -40,7 +42,7 @@ def posgn(
         silu: Apply SiLU to the result.
 
     Returns:
-        ``[N, C, H, W]`` tensor in x's dtype and device (a new contiguous tensor).
+        ``[N, C, H, W]`` tensor in x's dtype, device and memory layout (a new tensor).
 
     Inference only: raises RuntimeError if an input requires grad while grad mode is on (use
     vdengine.ops.reference.posgn, which has autograd, for training).
@@ -62,7 +64,8 @@ def posgn(
 def _validate(
     x: Tensor, scale: Tensor, shift: Tensor, num_groups: int, weight: Tensor | None,
     bias: Tensor | None, eps: float,
-) -> None:
+) -> bool:
+    """Checks everything the kernel assumes; returns True for channels-last tensors."""
     check_int("num_groups", num_groups, min=1)
     check_real("eps", eps, positive=True)
     ck.rank(x, "x", 4, "[N, C, H, W]")
@@ -91,8 +94,11 @@ def _validate(
         if t is not None:
             ck.shape(t, name, (c,), "[C], one value per channel of x")
             ck.contiguous(t, name)
-    for name in ("x", "scale", "shift"):
-        ck.contiguous(tensors[name], name)
+    return ck.layout_4d({"x": x, "scale": scale, "shift": shift}, "x")
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 @torch.library.custom_op("vdengine::posgn", mutates_args=())
@@ -100,14 +106,15 @@ def _posgn_op(
     x: Tensor, scale: Tensor, shift: Tensor, num_groups: int, weight: Tensor | None,
     bias: Tensor | None, eps: float, silu: bool,
 ) -> Tensor:
-    _validate(x, scale, shift, num_groups, weight, bias, eps)
-    y = ck.new_output(x.shape, x)
+    channels_last = _validate(x, scale, shift, num_groups, weight, bias, eps)
+    y = ck.new_output(x.shape, x, memory_format=_memory_format(channels_last))
     if y.numel() == 0:
         return y
     n, c, h, w = x.shape
+    layout = (channels_last,) if x.device.type == "cpu" else ()  # CUDA: NCHW only (checked)
     ck.launch(
         "posgn", x, x.data_ptr(), scale.data_ptr(), shift.data_ptr(), ck.ptr(weight),
-        ck.ptr(bias), y.data_ptr(), n, c, h * w, scale.shape[0], num_groups, eps, silu,
+        ck.ptr(bias), y.data_ptr(), n, c, h * w, scale.shape[0], num_groups, eps, silu, *layout,
     )
     return y
 
@@ -117,5 +124,6 @@ def _posgn_fake(
     x: Tensor, scale: Tensor, shift: Tensor, num_groups: int, weight: Tensor | None,
     bias: Tensor | None, eps: float, silu: bool,
 ) -> Tensor:
-    _validate(x, scale, shift, num_groups, weight, bias, eps)
-    return x.new_empty(x.shape)
+    channels_last = _validate(x, scale, shift, num_groups, weight, bias, eps)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device,
+                       memory_format=_memory_format(channels_last))
