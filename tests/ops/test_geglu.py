@@ -75,6 +75,15 @@ def test_matches_reference_hypothesis(rows, h, bias, dtype, seed):
     check((rows, 2 * h), torch.Generator().manual_seed(seed), bias=bias, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_unchecked_equals_checked(dtype, gen):
+    """geglu_unchecked (no checks, no dispatcher) is geglu on valid arguments."""
+    x = torch.randn(3, 5, 40, generator=gen).to(dtype)
+    b = torch.randn(40, generator=gen).to(dtype)
+    assert torch.equal(ops.geglu_unchecked(x, b), ops.geglu(x, b))
+    assert torch.equal(ops.geglu_unchecked(x), ops.geglu(x))
+
+
 def test_requires_grad_raises(gen):
     x = torch.randn(3, 8, generator=gen, requires_grad=True)
     with pytest.raises(RuntimeError, match=r"x requires grad.*reference"):

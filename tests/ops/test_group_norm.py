@@ -176,6 +176,16 @@ def test_matches_reference_hypothesis(g, cpg, h, w, frames, videos, affine, silu
           affine=affine, silu=silu, dtype=dtype, layout=layout)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_unchecked_equals_checked(dtype, layout, gen):
+    """group_norm_unchecked (no checks, no dispatcher) is group_norm on valid arguments."""
+    x, weight, bias = make_inputs(6, 16, 5, 3, gen, dtype=dtype, layout=layout)
+    want = ops.group_norm(x, 4, weight, bias, eps=1e-4, silu=True, frames=3)
+    got = ops.group_norm_unchecked(x, 4, weight, bias, eps=1e-4, silu=True, frames=3)
+    assert torch.equal(got, want) and got.stride() == want.stride()
+
+
 def test_inputs_untouched(gen):
     x, weight, bias = make_inputs(4, 8, 3, 3, gen)
     before = [t.clone() for t in (x, weight, bias)]

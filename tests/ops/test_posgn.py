@@ -156,6 +156,16 @@ def test_table_row_is_n_mod_m(gen):
     torch.testing.assert_close(y[1::2], 2 * gn[1::2], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+def test_unchecked_equals_checked(dtype, layout, gen):
+    """posgn_unchecked (no checks, no dispatcher) is posgn on valid arguments, bit for bit."""
+    x, scale, shift, weight, bias = make_inputs(4, 2, 16, 5, 3, gen, dtype=dtype, layout=layout)
+    want = ops.posgn(x, scale, shift, 4, weight, bias, eps=1e-4, silu=True)
+    got = ops.posgn_unchecked(x, scale, shift, 4, weight, bias, eps=1e-4, silu=True)
+    assert torch.equal(got, want) and got.stride() == want.stride()
+
+
 def test_numpy_scalars(gen):
     """numpy ints and floats (e.g. from a config or a schedule array) are accepted as scalars."""
     x, scale, shift, weight, bias = make_inputs(4, 2, 8, 3, 3, gen)

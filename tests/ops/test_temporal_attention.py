@@ -216,6 +216,19 @@ def test_matches_reference_hypothesis(b, f, s, h, d, layout, bias, dtype, seed):
           dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("bias", [None, "causal"])
+def test_unchecked_equals_checked(dtype, bias, gen):
+    """temporal_attention_unchecked (no checks, no dispatcher) is temporal_attention on valid
+    arguments, strided views included."""
+    q, k, v = make_qkv(8, 5, 64, gen, layout="chunked", dtype=dtype)
+    b = make_bias(bias, 4, gen)
+    want = ops.temporal_attention(q, k, v, 4, 2, bias=b, scale=0.2)
+    assert torch.equal(ops.temporal_attention_unchecked(q, k, v, 4, 2, b, 0.2), want)
+    assert torch.equal(ops.temporal_attention_unchecked(q, k, v, 4, 2, b),
+                       ops.temporal_attention(q, k, v, 4, 2, bias=b))
+
+
 def test_inputs_untouched(gen):
     q, k, v = make_qkv(8, 5, 32, gen)
     bias = make_bias("random", 4, gen)

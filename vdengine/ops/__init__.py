@@ -3,8 +3,10 @@
 Each op is a torch custom op (``torch.ops.vdengine.<name>``) with a fake implementation, so
 torch.compile and torch.export trace through it; the public functions below validate their
 arguments (ValueError/TypeError naming the argument), convert schedule coefficients to device
-tensors without host syncs and dispatch by device: CPU kernels take float32, CUDA kernels
-float32/float16/bfloat16.
+tensors without host syncs and dispatch by device: CPU kernels take float32/bfloat16 (posgn and
+group_norm also channels-last inputs), CUDA kernels float32/float16/bfloat16. The ``*_unchecked``
+variants skip the checks and the custom op's dispatch, for eager hot loops that checked their
+arguments once.
 
 The ops are inference ops and have no backward: with grad mode on, an input that requires grad
 raises a RuntimeError. ``vdengine.ops.reference`` holds the pure-PyTorch specification of every op
@@ -15,10 +17,11 @@ from vdengine.ops import reference
 from vdengine.ops.ddim_step import ddim_step
 from vdengine.ops.dpmpp_2m_step import dpmpp_2m_step
 from vdengine.ops.euler_step import euler_step
-from vdengine.ops.geglu import geglu
-from vdengine.ops.group_norm import group_norm
-from vdengine.ops.posgn import posgn
-from vdengine.ops.temporal_attention import temporal_attention
+from vdengine.ops.geglu import geglu, geglu_unchecked
+from vdengine.ops.group_norm import group_norm, group_norm_unchecked
+from vdengine.ops.posgn import posgn, posgn_unchecked
+from vdengine.ops.temporal_attention import temporal_attention, temporal_attention_unchecked
 
-__all__ = ["ddim_step", "dpmpp_2m_step", "euler_step", "geglu", "group_norm", "posgn", "reference",
-           "temporal_attention"]
+__all__ = ["ddim_step", "dpmpp_2m_step", "euler_step", "geglu", "geglu_unchecked", "group_norm",
+           "group_norm_unchecked", "posgn", "posgn_unchecked", "reference", "temporal_attention",
+           "temporal_attention_unchecked"]

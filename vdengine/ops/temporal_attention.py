@@ -12,7 +12,8 @@ from torch import Tensor
 from vdengine._validate import check_int, check_real
 from vdengine.ops import _checks as ck
 
-__all__ = ["HEAD_DIMS", "MAX_CUDA_HEAD_DIM", "MAX_FRAMES", "temporal_attention"]
+__all__ = ["HEAD_DIMS", "MAX_CUDA_HEAD_DIM", "MAX_FRAMES", "temporal_attention",
+           "temporal_attention_unchecked"]
 
 #: head dimensions the CUDA kernel is compiled for; any other head_dim <= MAX_CUDA_HEAD_DIM runs
 #: on the next one up with the extra channels masked (e.g. 40 on the 64 kernel).
@@ -109,12 +110,36 @@ def _validate(
     return head_dim
 
 
+def temporal_attention_unchecked(
+    q: Tensor, k: Tensor, v: Tensor, num_frames: int, num_heads: int, bias: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """:func:`temporal_attention` on arguments known to be valid.
+
+    Without argument checks and without the torch.library dispatch: for an eager hot loop that
+    checked the same kinds of arguments once (same shapes, dtypes, devices and layouts: e.g. one
+    checked call per input shape). On tiny tensors it costs ~1/4 of a checked call (the custom
+    op's dispatch and the checks are the rest). Under torch.compile or torch.export call the
+    checked op (the custom op is what traces). Arguments the checked op would refuse are undefined
+    behaviour here: the kernel reads raw pointers.
+    """
+    return _run(q, k, v, num_frames, num_heads, bias, scale, q.shape[2] // num_heads)
+
+
 @torch.library.custom_op("vdengine::temporal_attention", mutates_args=())
 def _attention_op(
     q: Tensor, k: Tensor, v: Tensor, num_frames: int, num_heads: int, bias: Tensor | None,
     scale: float | None,
 ) -> Tensor:
     head_dim = _validate(q, k, v, num_frames, num_heads, bias)
+    return _run(q, k, v, num_frames, num_heads, bias, scale, head_dim)
+
+
+def _run(
+    q: Tensor, k: Tensor, v: Tensor, num_frames: int, num_heads: int, bias: Tensor | None,
+    scale: float | None, head_dim: int,
+) -> Tensor:
+    """The kernel call on validated arguments."""
     rows, s, c = q.shape
     out = ck.new_output((rows, s, c), q)
     if out.numel() == 0:
