@@ -336,7 +336,8 @@ def geglu_case(rows, hidden, device, dtype, gen) -> Case:
 
     e = x.element_size()
     return Case("geglu", f"rows={rows} H={hidden}", ours, composed,
-                min_bytes=e * (3 * rows * hidden + 2 * hidden), outputs=lambda: (ours(), composed()))
+                min_bytes=e * (3 * rows * hidden + 2 * hidden),
+                outputs=lambda: (ours(), composed()))
 
 
 def build_cases(device: torch.device, dtype: torch.dtype, quick: bool, only: set[str] | None,

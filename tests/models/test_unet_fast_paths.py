@@ -97,8 +97,8 @@ def test_table_cache_hits_across_calls_and_gives_the_same_output():
     computed = tables.computed
     _forward(model, 500.0, x)
     assert tables.computed == computed
-    for t in first:
-        torch.testing.assert_close(again[t], first[t], atol=0, rtol=0)
+    for t, out in first.items():
+        torch.testing.assert_close(again[t], out, atol=0, rtol=0)
     cold = copy.deepcopy(model)
     cold.table_cache.max_bytes = 0  # disabled: every call computes its tables
     hits = cold.table_cache.hits

@@ -75,6 +75,8 @@ def test_matches_reference_hypothesis(rows, h, bias, dtype, seed):
     check((rows, 2 * h), torch.Generator().manual_seed(seed), bias=bias, dtype=dtype)
 
 
+
+
 def test_requires_grad_raises(gen):
     x = torch.randn(3, 8, generator=gen, requires_grad=True)
     with pytest.raises(RuntimeError, match=r"x requires grad.*reference"):

@@ -176,6 +176,8 @@ def test_matches_reference_hypothesis(g, cpg, h, w, frames, videos, affine, silu
           affine=affine, silu=silu, dtype=dtype, layout=layout)
 
 
+
+
 def test_inputs_untouched(gen):
     x, weight, bias = make_inputs(4, 8, 3, 3, gen)
     before = [t.clone() for t in (x, weight, bias)]

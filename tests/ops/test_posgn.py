@@ -156,6 +156,8 @@ def test_table_row_is_n_mod_m(gen):
     torch.testing.assert_close(y[1::2], 2 * gn[1::2], atol=1e-5, rtol=1e-5)
 
 
+
+
 def test_numpy_scalars(gen):
     """numpy ints and floats (e.g. from a config or a schedule array) are accepted as scalars."""
     x, scale, shift, weight, bias = make_inputs(4, 2, 8, 3, 3, gen)

@@ -216,6 +216,8 @@ def test_matches_reference_hypothesis(b, f, s, h, d, layout, bias, dtype, seed):
           dtype=dtype)
 
 
+
+
 def test_inputs_untouched(gen):
     q, k, v = make_qkv(8, 5, 32, gen)
     bias = make_bias("random", 4, gen)

@@ -3,8 +3,10 @@
 Each op is a torch custom op (``torch.ops.vdengine.<name>``) with a fake implementation, so
 torch.compile and torch.export trace through it; the public functions below validate their
 arguments (ValueError/TypeError naming the argument), convert schedule coefficients to device
-tensors without host syncs and dispatch by device: CPU kernels take float32, CUDA kernels
-float32/float16/bfloat16.
+tensors without host syncs and dispatch by device: CPU kernels take float32/bfloat16 (posgn and
+group_norm also channels-last inputs), CUDA kernels float32/float16/bfloat16. An eager call whose
+signature (shapes, strides, dtypes, devices, scalars) passed the checks before skips them and
+the custom op's dispatch (ops/_fastpath.py): a sampling loop validates once per shape.
 
 The ops are inference ops and have no backward: with grad mode on, an input that requires grad
 raises a RuntimeError. ``vdengine.ops.reference`` holds the pure-PyTorch specification of every op

@@ -33,14 +33,14 @@ def geglu(
     """
     key = _calls.key((x, bias), ())
     if key in _calls:  # this signature passed the checks below before
-        return _geglu(x, bias)
+        return _run(x, bias, x.shape[-1] // 2)
     ck.tensor(x, "x")
     ck.tensor(bias, "bias", allow_none=True)
     if torch.is_grad_enabled():
         ck.no_grad("geglu", {"x": x, "bias": bias})
-    y = _geglu_op(x, bias)
+    out = _geglu_op(x, bias)
     _calls.add(key)
-    return y
+    return out
 
 
 _calls = ValidatedCalls()
@@ -70,13 +70,11 @@ def _validate(x: Tensor, bias: Tensor | None) -> int:
 
 @torch.library.custom_op("vdengine::geglu", mutates_args=())
 def _geglu_op(x: Tensor, bias: Tensor | None) -> Tensor:
-    _validate(x, bias)
-    return _geglu(x, bias)
+    return _run(x, bias, _validate(x, bias))
 
 
-def _geglu(x: Tensor, bias: Tensor | None) -> Tensor:
-    """The kernel call, on validated arguments."""
-    h = x.shape[-1] // 2
+def _run(x: Tensor, bias: Tensor | None, h: int) -> Tensor:
+    """The kernel call on validated arguments."""
     y = ck.new_output((*x.shape[:-1], h), x)
     if y.numel() == 0:
         return y

@@ -46,8 +46,7 @@ def group_norm(
     """
     key = _calls.key((x, weight, bias), (num_groups, eps, silu, frames))
     if key in _calls:  # this signature passed the checks below before
-        return _group_norm(x, num_groups, weight, bias, eps, silu, frames,
-                           channels_last=not x.is_contiguous())
+        return _run(x, num_groups, weight, bias, eps, silu, frames, not x.is_contiguous())
     ck.tensor(x, "x")
     ck.tensor(weight, "weight", allow_none=True)
     ck.tensor(bias, "bias", allow_none=True)
@@ -57,9 +56,9 @@ def group_norm(
     frames = ck.positive_int(frames, "frames")
     if torch.is_grad_enabled():
         ck.no_grad("group_norm", {"x": x, "weight": weight, "bias": bias})
-    y = _group_norm_op(x, num_groups, weight, bias, eps, silu, frames)
+    out = _group_norm_op(x, num_groups, weight, bias, eps, silu, frames)
     _calls.add(key)
-    return y
+    return out
 
 
 _calls = ValidatedCalls()
@@ -99,12 +98,12 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
 def _group_norm_op(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
                    eps: float, silu: bool, frames: int) -> Tensor:
     channels_last = _validate(x, num_groups, weight, bias, eps, frames)
-    return _group_norm(x, num_groups, weight, bias, eps, silu, frames, channels_last)
+    return _run(x, num_groups, weight, bias, eps, silu, frames, channels_last)
 
 
-def _group_norm(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
-                eps: float, silu: bool, frames: int, channels_last: bool) -> Tensor:
-    """The kernel call, on validated arguments."""
+def _run(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
+         silu: bool, frames: int, channels_last: bool) -> Tensor:
+    """The kernel call on validated arguments."""
     y = ck.new_output(x.shape, x, memory_format=_memory_format(channels_last))
     if y.numel() == 0:
         return y

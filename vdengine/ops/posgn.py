@@ -50,8 +50,7 @@ def posgn(
     """
     key = _calls.key((x, scale, shift, weight, bias), (num_groups, eps, silu))
     if key in _calls:  # this signature passed the checks below before
-        return _posgn(x, scale, shift, num_groups, weight, bias, eps, silu,
-                      channels_last=not x.is_contiguous())
+        return _run(x, scale, shift, num_groups, weight, bias, eps, silu, not x.is_contiguous())
     ck.tensor(x, "x")
     ck.tensor(scale, "scale")
     ck.tensor(shift, "shift")
@@ -63,9 +62,9 @@ def posgn(
     if torch.is_grad_enabled():
         ck.no_grad("posgn", {"x": x, "scale": scale, "shift": shift, "weight": weight,
                              "bias": bias})
-    y = _posgn_op(x, scale, shift, num_groups, weight, bias, eps, silu)
+    out = _posgn_op(x, scale, shift, num_groups, weight, bias, eps, silu)
     _calls.add(key)
-    return y
+    return out
 
 
 _calls = ValidatedCalls()
@@ -117,14 +116,14 @@ def _posgn_op(
     bias: Tensor | None, eps: float, silu: bool,
 ) -> Tensor:
     channels_last = _validate(x, scale, shift, num_groups, weight, bias, eps)
-    return _posgn(x, scale, shift, num_groups, weight, bias, eps, silu, channels_last)
+    return _run(x, scale, shift, num_groups, weight, bias, eps, silu, channels_last)
 
 
-def _posgn(
+def _run(
     x: Tensor, scale: Tensor, shift: Tensor, num_groups: int, weight: Tensor | None,
     bias: Tensor | None, eps: float, silu: bool, channels_last: bool,
 ) -> Tensor:
-    """The kernel call, on validated arguments."""
+    """The kernel call on validated arguments."""
     y = ck.new_output(x.shape, x, memory_format=_memory_format(channels_last))
     if y.numel() == 0:
         return y

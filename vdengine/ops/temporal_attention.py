@@ -60,7 +60,7 @@ def temporal_attention(
     """
     key = _calls.key((q, k, v, bias), (num_frames, num_heads, scale))
     if key in _calls:  # this signature passed the checks below before
-        return _attention(q, k, v, num_frames, num_heads, bias, scale)
+        return _run(q, k, v, num_frames, num_heads, bias, scale, q.shape[2] // num_heads)
     ck.tensor(q, "q")
     ck.tensor(k, "k")
     ck.tensor(v, "v")
@@ -123,17 +123,16 @@ def _attention_op(
     q: Tensor, k: Tensor, v: Tensor, num_frames: int, num_heads: int, bias: Tensor | None,
     scale: float | None,
 ) -> Tensor:
-    _validate(q, k, v, num_frames, num_heads, bias)
-    return _attention(q, k, v, num_frames, num_heads, bias, scale)
+    head_dim = _validate(q, k, v, num_frames, num_heads, bias)
+    return _run(q, k, v, num_frames, num_heads, bias, scale, head_dim)
 
 
-def _attention(
+def _run(
     q: Tensor, k: Tensor, v: Tensor, num_frames: int, num_heads: int, bias: Tensor | None,
-    scale: float | None,
+    scale: float | None, head_dim: int,
 ) -> Tensor:
-    """The kernel call, on validated arguments."""
+    """The kernel call on validated arguments."""
     rows, s, c = q.shape
-    head_dim = c // num_heads
     out = ck.new_output((rows, s, c), q)
     if out.numel() == 0:
         return out
