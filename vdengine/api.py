@@ -47,7 +47,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None means float32 on the CPU (its kernels are float32) and bfloat16 on CUDA (fp16 NaNs)."""
+    """None means float32 on the CPU and bfloat16 on CUDA (fp16 NaNs). (vdengine's own models
+    compute in CPU_MODEL_DTYPE on the CPU when no dtype is given: see _cached_pipeline.)"""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -359,6 +360,12 @@ def _pipeline_for_denoiser(model: Denoiser, device, dtype, name: str, backend: s
                     name=name, backend=backend)
 
 
+#: What vdengine's own video denoisers compute in on the CPU when no dtype is asked for: bfloat16
+#: (AVX-512 BF16 convolutions, ~2x float32) with float32 latents, chosen by measurement
+#: (benchmarks/results/quality-dtype-cpu.json, latency-cpu.json; README "CPU speed").
+CPU_MODEL_DTYPE = torch.bfloat16
+
+
 def _compiled(net: torch.nn.Module) -> torch.nn.Module:
     """torch.compile of a denoiser module for inference: Inductor with frozen weights (constant
     folding, oneDNN weight prepacking on the CPU); vdengine's fused ops stay custom ops inside the
@@ -370,7 +377,7 @@ def _compiled(net: torch.nn.Module) -> torch.nn.Module:
 @functools.lru_cache(maxsize=4)
 def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backend: str | None,
                      check_against: str | None, stamp: tuple | None,
-                     compile: bool = False) -> Pipeline:
+                     compile: bool = False, dtype_given: bool = True) -> Pipeline:
     # stamp: (size, mtime) of a graph file, so a re-exported file is a new cache entry.
     if Path(model).suffix in GRAPH_SUFFIXES or backend not in (None, "torch"):
         from vdengine.runtime import load_graph
@@ -390,6 +397,8 @@ def _cached_pipeline(model: str, device: torch.device, dtype: torch.dtype, backe
             raise ValueError("compile=True applies to single-network models; the VIDM and "
                              "VideoFusion pipelines run several networks")
         return load_family(model, device, dtype)
+    if device.type == "cpu" and not dtype_given:
+        dtype = CPU_MODEL_DTYPE
     net = load_model(model, device=device, dtype=dtype).set_ops("fused")
     if device.type == "cpu":
         net.set_channels_last(True)  # oneDNN's conv layout, read by the fused ops as it is
@@ -484,7 +493,7 @@ def load(model: Any = "default", device: str | torch.device = "auto",
         # The engine keeps x in float32 unless asked: the graph casts to its own I/O dtype.
         dt = torch.float32 if dtype is None else dt
     ref = None if check_against is None else str(check_against)
-    return _cached_pipeline(path, dev, dt, backend, ref, stamp, compile)
+    return _cached_pipeline(path, dev, dt, backend, ref, stamp, compile, dtype is not None)
 
 
 def generate(model: Any = "default", *, device: str | torch.device = "auto",
