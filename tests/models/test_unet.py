@@ -153,7 +153,7 @@ def test_fused_matches_reference(overrides, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_forward(dtype):
     # The PosGN coordinate grid is built in float32: it must follow the MLP's dtype (the CUDA
-    # default is bfloat16). Reference ops here, since the CPU kernels are float32 only.
+    # default is bfloat16). Reference ops here: the CPU kernels take no float16.
     cfg = tiny_config(context=True)
     model = randomize_(VideoUNet(cfg)).set_ops("reference")
     x = _x(cfg)

@@ -41,7 +41,7 @@ def load_diffusers(source: Any, scheduler: Any = None, vae: Any = None, *,
         vae: a VAE instance (returned as given) or a VAE model directory. Default: the pipeline
             directory's, else None.
         device, dtype: where and in which precision the UNet runs (the VAE loaded from a
-            directory too). CPU kernels are float32: other CPU dtypes run on PyTorch.
+            directory too). CPU kernels take float32 and bfloat16; float16 runs on PyTorch.
         options: which diffusers modules to replace (AccelerationOptions; default all).
 
     Returns:
