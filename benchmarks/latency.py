@@ -99,7 +99,8 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
     kw = {"num_frames": cfg.window, "steps": steps, "batch_size": batch, "latents": noise,
           "progress": False, "spacing": spacing}
     runs: dict[str, Callable[[], Video]] = {}
-    info: dict = {"default_dtype": str(default.dtype).removeprefix("torch.")}
+    model_dtype = next(default.model.parameters()).dtype  # (the latents stay float32)
+    info: dict = {"default_model_dtype": str(model_dtype).removeprefix("torch.")}
     if "default" in columns:
         runs["default"] = lambda: default.generate(**kw)
     if "cold tables" in columns:
@@ -107,7 +108,7 @@ def make_runs(model: str, onnx_path: Path, steps: int, batch: int, seed: int,
         cold.model.table_cache.max_bytes = 0  # disabled
         runs["cold tables"] = lambda: cold.generate(**kw)
     if "other dtype" in columns:
-        other = torch.float32 if default.dtype == torch.bfloat16 else torch.bfloat16
+        other = torch.float32 if model_dtype == torch.bfloat16 else torch.bfloat16
         other_pipe = vdengine.load(model, device="cpu", dtype=other)
         runs[str(other).removeprefix("torch.")] = lambda: other_pipe.generate(**kw)
     if "compiled" in columns:
