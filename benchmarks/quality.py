@@ -8,8 +8,11 @@ share of videos with both permanence and count consistency. Wall time is the tim
 videos (the generator for real clips, `Pipeline.generate` for the others), after a warm-up call,
 not counting the model load (recorded separately). With several models, their calls are
 interleaved chunk by chunk, so their wall times are side by side (a ratio between rows of one
-run is meaningful on a shared machine; an absolute figure is not). "evals/video" counts the frame
-evaluations of each sub-network (rows × frames of its input, guidance rows included) per video.
+run is meaningful on a shared machine; an absolute figure is not). The process CPU time of the
+same calls is recorded too ("CPU ms/video", `cpu_s`): with one torch thread it is the compute
+spent, not inflated by other processes or by the process being paused (SIGSTOP). "evals/video"
+counts the frame evaluations of each sub-network (rows × frames of its input, guidance rows
+included) per video.
 
     python benchmarks/quality.py                       # 64 videos, 8 and 50 steps
     python benchmarks/quality.py --steps 4 8 16 50 --json benchmarks/results/quality.json
@@ -123,31 +126,32 @@ def networks(pipe) -> dict[str, Any]:
 
 
 def generate_rows(args: argparse.Namespace, pipes: dict[str, Any], steps: int
-                  ) -> dict[str, tuple[np.ndarray, float, dict[str, float]]]:
+                  ) -> dict[str, tuple[np.ndarray, float, float, dict[str, float]]]:
     """Generate args.num_videos videos per model in chunks, the models interleaved chunk by
-    chunk; returns model → (frames [N, F, H, W, 3], seconds, frame evaluations per video of
-    each sub-network)."""
+    chunk; returns model → (frames [N, F, H, W, 3], wall seconds, process CPU seconds, frame
+    evaluations per video of each sub-network)."""
     from vdengine.models.families import count_evaluations
 
-    out = {name: ([], 0.0, {}) for name in pipes}
+    out = {name: ([], 0.0, 0.0, {}) for name in pipes}
     for i, start in enumerate(range(0, args.num_videos, args.batch_size)):
         n = min(args.batch_size, args.num_videos - start)
         for name, pipe in pipes.items():
-            chunks, elapsed, evals = out[name]
+            chunks, elapsed, cpu, evals = out[name]
             with count_evaluations(networks(pipe)) as calls:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 video = pipe.generate(
                     num_frames=args.num_frames, steps=steps, sampler=args.sampler,
                     batch_size=n, seed=args.seed + i, progress=False, spacing=args.spacing,
                 )  # fmt: skip
                 elapsed += time.perf_counter() - t0  # frames are on the host: work done
+                cpu += time.process_time() - c0
             chunks.append(video.frames)
             for net, c in calls.items():
                 evals[net] = evals.get(net, 0) + c.frame_evals
-            out[name] = (chunks, elapsed, evals)
-    return {name: (np.concatenate(chunks), elapsed,
+            out[name] = (chunks, elapsed, cpu, evals)
+    return {name: (np.concatenate(chunks), elapsed, cpu,
                    {k: v / args.num_videos for k, v in evals.items()})
-            for name, (chunks, elapsed, evals) in out.items()}
+            for name, (chunks, elapsed, cpu, evals) in out.items()}
 
 
 def jsonable(x: Any) -> Any:
@@ -197,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"name": name, "wall_s": wall, "eval_s": eval_s, "valid_rate": valid,
                      **extra, **result})
         cols = {"valid": f"{100 * valid:.1f}%", "wall (s)": wall, "ms/video": 1000 * wall / n}
+        if "cpu_s" in extra:
+            cols["CPU ms/video"] = 1000 * extra["cpu_s"] / n
         if "evals_per_video" in extra:
             cols["evals/video"] = " + ".join(
                 f"{v:g} {k}" for k, v in extra["evals_per_video"].items())
         table_rows.append(metrics.summary_row(name, result, **cols))
         print(f"{name}: {wall:.2f} s for {n} videos (metrics {eval_s:.2f} s)", file=sys.stderr)
         if args.examples is not None:
-            slug = name.split(" (")[0].replace(" ", "_").replace(",", "")
+            # A model given as a directory: its path becomes part of one file name.
+            slug = name.split(" (")[0].replace(" ", "_").replace(",", "").replace("/", "_")
             save_video(frames[:16], args.examples / f"quality_{slug}.gif", fps=8, upscale=2)
 
     t0 = time.perf_counter()
@@ -222,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 progress=False, spacing=args.spacing,
             )  # fmt: skip
     for steps in args.steps:
-        for model, (frames, wall, evals) in generate_rows(args, pipes, steps).items():
+        for model, (frames, wall, cpu, evals) in generate_rows(args, pipes, steps).items():
             record(f"{model}, {steps} steps", frames, wall, model=model, steps=steps,
-                   evals_per_video=evals)
+                   cpu_s=cpu, evals_per_video=evals)
 
     table = metrics.format_table(table_rows)
     print(table)

@@ -236,3 +236,24 @@ def test_time_based_checkpoints(tmp_path, monkeypatch, minutes, saves):
     args = ("--steps", "3", "--ckpt-every", "0", "--ckpt-minutes", str(minutes), "--no-export")
     assert _run(tmp_path / "run", *args) == 0
     assert len(calls) == saves  # every step when due, plus the final save
+
+
+def test_cpu_time_limit_is_a_total_over_resumes(tmp_path, fake_cpu_clock):
+    """--cpu-time-limit counts the process's CPU time (30 s a step here), stores it in the state
+    and the export, drives the LR schedule's progress and is a total over resumed runs."""
+    fake_cpu_clock(train, "training_step", 30.0)
+    run = tmp_path / "run"
+    assert _run(run, "--cpu-time-limit", "1", "--warmup", "1", "--no-export") == 0  # 60 s
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and state["cpu_time"] == pytest.approx(60.0)
+    log = _log(run)
+    assert [r["cpu_time"] for r in log] == pytest.approx([30.0, 60.0])
+    # Step 2 starts half-way through the budget: the cosine's midpoint.
+    assert log[1]["lr"] == pytest.approx(5e-4 * (0.1 + 0.9 * 0.5))
+    assert _run(run, "--cpu-time-limit", "1.5", "--warmup", "1") == 0  # 30 s more: one step
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and state["cpu_time"] == pytest.approx(90.0)
+    meta = json.loads((run / "model" / "training.json").read_text())
+    assert meta["cpu_time_s"] == pytest.approx(90.0) and meta["steps"] == 3
+    assert _run(run, "--cpu-time-limit", "1.5", "--no-export") == 0  # budget spent: no step
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3

@@ -101,3 +101,21 @@ def test_training_resumes_and_exports_a_loadable_model(tmp_path, family, capsys)
     other = "vidm" if family == "videofusion" else "videofusion"
     assert main([*args[:1], other, *args[2:], "--steps", "4"]) == 2
     assert "holds a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["vidm", "videofusion"])
+def test_cpu_time_limit_is_a_total_over_resumes(tmp_path, family, fake_cpu_clock):
+    """--cpu-time-limit (30 s of process CPU time a step here) is a total over resumed runs and
+    lands in the state and the exported training.json."""
+    from vdengine.balls import train_families
+
+    fake_cpu_clock(train_families, f"{family}_loss", 30.0)
+    run = tmp_path / "run"
+    args = ["--family", family, "--run-dir", str(run), "--preset", "tiny", "--batch-size", "2",
+            "--threads", "1", "--log-every", "1", "--quiet"]
+    assert main([*args, "--cpu-time-limit", "1", "--no-export"]) == 0  # 60 s: 2 steps
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and state["cpu_time"] == pytest.approx(60.0)
+    assert main([*args, "--cpu-time-limit", "1.5"]) == 0  # resumed: 30 s more, one step
+    meta = json.loads((run / "model" / "training.json").read_text())
+    assert meta["steps"] == 3 and meta["cpu_time_s"] == pytest.approx(90.0)

@@ -12,8 +12,8 @@ classifier-free guidance. The model runs on the reference ops (pure PyTorch, aut
 Run directory (``--run-dir``): ``checkpoint/`` (model.safetensors, ema.safetensors,
 optimizer.safetensors with the RNG state, state.json with step/time/losses — no pickle anywhere),
 ``log.jsonl`` and, at the end, ``model/`` (the EMA weights as a loadable model directory). Re-running
-the same command resumes from the checkpoint; ``--steps`` and ``--time-limit`` are totals over all
-resumed invocations. Checkpoints every --ckpt-every steps and --ckpt-minutes minutes; SIGTERM /
+the same command resumes from the checkpoint; ``--steps``, ``--time-limit`` (wall minutes) and
+``--cpu-time-limit`` (CPU minutes of the training process) are totals over all resumed invocations. Checkpoints every --ckpt-every steps and --ckpt-minutes minutes; SIGTERM /
 Ctrl-C save a checkpoint and export before exiting.
 """
 
@@ -130,6 +130,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     s = p.add_argument_group("stopping, logging, checkpoints")
     s.add_argument("--steps", type=int, help="total optimizer steps (over resumes)")
     s.add_argument("--time-limit", type=float, help="total training minutes (over resumes)")
+    s.add_argument(
+        "--cpu-time-limit",
+        type=float,
+        help="total CPU minutes of the training process (over resumes): a budget that does not "
+        "depend on how busy a shared machine is",
+    )
     s.add_argument("--log-every", type=int, default=20)
     s.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
     s.add_argument(
@@ -456,6 +462,7 @@ def export(run_dir: Path, out_dir: Path, config: ModelConfig, ema: dict, state: 
     meta = {
         "steps": state.get("step", 0),
         "wall_time_s": round(state.get("wall_time", 0.0), 1),
+        "cpu_time_s": round(state.get("cpu_time", 0.0), 1),
         "final_loss_ema": state.get("loss_ema"),
         "hardware": state.get("hardware") or hardware_string(args.threads),
         "commands": state.get("commands", []),
@@ -503,7 +510,8 @@ def run(args) -> int:
     )
     generator = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    state = {"step": 0, "wall_time": 0.0, "loss_ema": None, "losses": [], "commands": []}
+    state = {"step": 0, "wall_time": 0.0, "cpu_time": 0.0, "loss_ema": None, "losses": [],
+             "commands": []}
     if resuming:
         state.update(load_checkpoint(run_dir, model, ema, opt, generator, rng))
         say(f"resumed {run_dir} at step {state['step']} ({state['wall_time']:.0f} s trained)")
@@ -535,6 +543,9 @@ def run(args) -> int:
 
     old_handler = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     limit_s = args.time_limit * 60 if args.time_limit else None
+    cpu_limit_s = args.cpu_time_limit * 60 if args.cpu_time_limit else None
+    # Checkpoints written before CPU time was recorded resume counting from 0.
+    cpu0, c_start = state.get("cpu_time", 0.0), time.process_time()
     last_log_t, last_log_step = time.perf_counter(), state["step"]
     wall0 = state["wall_time"]
     t_start = last_ckpt = time.perf_counter()
@@ -544,11 +555,15 @@ def run(args) -> int:
     try:
         while True:
             elapsed = wall0 + (time.perf_counter() - t_start)
+            cpu = cpu0 + (time.process_time() - c_start)
             if args.steps is not None and state["step"] >= args.steps:
                 reason = f"reached {args.steps} steps"
                 break
             if limit_s is not None and elapsed >= limit_s:
                 reason = f"time limit {args.time_limit:g} min"
+                break
+            if cpu_limit_s is not None and cpu >= cpu_limit_s:
+                reason = f"CPU time limit {args.cpu_time_limit:g} min"
                 break
             if stop["signal"]:
                 reason = stop["signal"]
@@ -556,6 +571,7 @@ def run(args) -> int:
             progress = max(
                 state["step"] / args.steps if args.steps else 0.0,
                 elapsed / limit_s if limit_s else 0.0,
+                cpu / cpu_limit_s if cpu_limit_s else 0.0,
             )
             base = lr_base(args, progress, lr_cap)
             lr = lr_at(args, state["step"], progress, lr_cap)
@@ -575,6 +591,7 @@ def run(args) -> int:
             le = state["loss_ema"]  # of the unweighted loss: comparable across weightings
             state["loss_ema"] = raw if le is None else 0.98 * le + 0.02 * raw
             state["wall_time"] = wall0 + (time.perf_counter() - t_start)
+            state["cpu_time"] = cpu0 + (time.process_time() - c_start)
             if step % args.log_every == 0:
                 now = time.perf_counter()
                 sps = (step - last_log_step) / max(now - last_log_t, 1e-9)
@@ -587,6 +604,7 @@ def run(args) -> int:
                     "steps_per_s": sps,
                     "clips_per_s": sps * args.batch_size,
                     "wall_time": state["wall_time"],
+                    "cpu_time": state["cpu_time"],
                 }
                 if args.loss_weighting != "uniform":  # the unweighted loss stays comparable
                     rec["loss_unweighted"] = sum(window_raw) / len(window_raw)
@@ -597,7 +615,7 @@ def run(args) -> int:
                 say(
                     f"step {step:6d} | loss {rec['loss']:.4f} (ema {rec['loss_ema']:.4f}) | "
                     f"lr {lr:.2e} | {sps:.3f} steps/s ({rec['clips_per_s']:.2f} clips/s) | "
-                    f"{state['wall_time']:.0f} s"
+                    f"{state['wall_time']:.0f} s ({state['cpu_time']:.0f} s CPU)"
                 )
             due = args.ckpt_minutes and time.perf_counter() - last_ckpt >= args.ckpt_minutes * 60
             if (args.ckpt_every and step % args.ckpt_every == 0) or due:
@@ -609,6 +627,7 @@ def run(args) -> int:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     state["wall_time"] = wall0 + (time.perf_counter() - t_start)
+    state["cpu_time"] = cpu0 + (time.process_time() - c_start)
     save_checkpoint(run_dir, model, ema, opt, generator, rng, state)
     say(f"stopped ({reason}) at step {state['step']}; checkpoint in {run_dir / CKPT_DIR}")
     if not args.no_export:
