@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vdengine.ops._checks import memory_format
+
 OPS_MODES = ("auto", "fused", "reference")
 
 
@@ -47,10 +49,6 @@ def set_ops(module: nn.Module, mode: str) -> nn.Module:
         if hasattr(m, "ops_mode"):
             m.ops_mode = mode
     return module
-
-
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def dense(x: Tensor) -> Tensor:
@@ -189,7 +187,7 @@ class PosGN(nn.Module):
         """x [N, C, H, W] with N % M == 0 (row i uses table row i % M)."""
         scale, shift = tables.table(self, x.shape[-2], x.shape[-1])
         # the fused kernel takes x in the tables' layout (a no-op almost always)
-        x = x.contiguous(memory_format=_memory_format(tables.channels_last))
+        x = x.contiguous(memory_format=memory_format(tables.channels_last))
         w, b = self.norm.weight, self.norm.bias
         return _ops(self.ops_mode, x, scale, shift, w, b).posgn(
             x, scale, shift, self.num_groups, w, b, self.eps, silu=silu

@@ -107,6 +107,11 @@ def contiguous(t: Tensor, name: str) -> None:
         )
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The torch memory format of a layout_4d result."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def layout_4d(tensors: dict[str, Tensor], ref: str) -> bool:
     """The memory layout of the 4-D tensors[ref], shared by every other tensor of `tensors`:
     contiguous NCHW (False) or channels-last, torch.channels_last (True). A tensor that is both

@@ -90,10 +90,6 @@ def _validate(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | 
     return ck.layout_4d({"x": x}, "x")
 
 
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 @torch.library.custom_op("vdengine::group_norm", mutates_args=())
 def _group_norm_op(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
                    eps: float, silu: bool, frames: int) -> Tensor:
@@ -104,7 +100,7 @@ def _group_norm_op(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tens
 def _run(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
          silu: bool, frames: int, channels_last: bool) -> Tensor:
     """The kernel call on validated arguments."""
-    y = ck.new_output(x.shape, x, memory_format=_memory_format(channels_last))
+    y = ck.new_output(x.shape, x, memory_format=ck.memory_format(channels_last))
     if y.numel() == 0:
         return y
     n, c, h, w = x.shape
@@ -119,4 +115,4 @@ def _group_norm_fake(x: Tensor, num_groups: int, weight: Tensor | None, bias: Te
                      eps: float, silu: bool, frames: int) -> Tensor:
     channels_last = _validate(x, num_groups, weight, bias, eps, frames)
     return torch.empty(x.shape, dtype=x.dtype, device=x.device,
-                       memory_format=_memory_format(channels_last))
+                       memory_format=ck.memory_format(channels_last))

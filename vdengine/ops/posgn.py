@@ -106,10 +106,6 @@ def _validate(
     return ck.layout_4d({"x": x, "scale": scale, "shift": shift}, "x")
 
 
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 @torch.library.custom_op("vdengine::posgn", mutates_args=())
 def _posgn_op(
     x: Tensor, scale: Tensor, shift: Tensor, num_groups: int, weight: Tensor | None,
@@ -124,7 +120,7 @@ def _run(
     bias: Tensor | None, eps: float, silu: bool, channels_last: bool,
 ) -> Tensor:
     """The kernel call on validated arguments."""
-    y = ck.new_output(x.shape, x, memory_format=_memory_format(channels_last))
+    y = ck.new_output(x.shape, x, memory_format=ck.memory_format(channels_last))
     if y.numel() == 0:
         return y
     n, c, h, w = x.shape
@@ -143,4 +139,4 @@ def _posgn_fake(
 ) -> Tensor:
     channels_last = _validate(x, scale, shift, num_groups, weight, bias, eps)
     return torch.empty(x.shape, dtype=x.dtype, device=x.device,
-                       memory_format=_memory_format(channels_last))
+                       memory_format=ck.memory_format(channels_last))
